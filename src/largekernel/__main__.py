@@ -1,0 +1,3 @@
+from largekernel.cli import main
+
+raise SystemExit(main())

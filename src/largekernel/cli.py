@@ -1,0 +1,53 @@
+"""The ``largekernel`` command: one entry point, one module per subcommand.
+
+Each subcommand lives next to the code it drives and exposes ``add_arguments(parser)`` and
+``run(args) -> int``; it is imported only when used, so ``largekernel profile`` never pays for
+Lightning or Ultralytics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "profile": ("largekernel.analysis.profile_cli", "params, FLOPs and latency of the attention designs (or whole models)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="largekernel", description="Large-kernel convolutional attention toolkit.")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        sub_parser.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(sub_parser)
+    return parser
+
+
+def _version() -> str:
+    from largekernel import __version__
+
+    return f"largekernel {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        # user-facing errors: the message, not a traceback
+        print(f"largekernel {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

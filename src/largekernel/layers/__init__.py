@@ -1,0 +1,21 @@
+"""Reusable attention layers; each knows nothing of the models that use it."""
+
+from .attention import ATTENTIONS, SpatialGatingAttention, create_attention
+from .decomposition import Decomposition, lka_decomposition, lska_decomposition
+from .lka import LKA, LKATrivial
+from .lska import LSKA, LSKATrivial
+from .sam import SAM
+
+__all__ = [
+    "ATTENTIONS",
+    "Decomposition",
+    "LKA",
+    "LKATrivial",
+    "LSKA",
+    "LSKATrivial",
+    "SAM",
+    "SpatialGatingAttention",
+    "create_attention",
+    "lka_decomposition",
+    "lska_decomposition",
+]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..kernels import cpu as cpu_kernels
 from ._checks import check_dim, check_nchw
 from .decomposition import check_kernel_size, lka_decomposition
 
@@ -48,6 +49,8 @@ class LKA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_nchw(x, self.dim, "LKA")
+        if cpu_kernels.use_fast_cpu_path(x):
+            return cpu_kernels.lka_forward(self, x)
         attn = self.conv1(self.conv_spatial(self.conv0(x)))
         return x * attn
 
@@ -77,6 +80,8 @@ class LKATrivial(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_nchw(x, self.dim, "LKATrivial")
+        if cpu_kernels.use_fast_cpu_path(x):
+            return cpu_kernels.lka_trivial_forward(self, x)
         return x * self.conv1(self.conv0(x))
 
     def extra_repr(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..kernels import cpu as cpu_kernels
 from ._checks import check_dim, check_nchw
 from .decomposition import check_kernel_size, lska_decomposition
 
@@ -52,6 +53,8 @@ class LSKA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_nchw(x, self.dim, "LSKA")
+        if cpu_kernels.use_fast_cpu_path(x):
+            return cpu_kernels.lska_forward(self, x)
         attn = self.conv_spatial_v(self.conv_spatial_h(self.conv0v(self.conv0h(x))))
         return x * self.conv1(attn)
 
@@ -86,6 +89,8 @@ class LSKATrivial(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_nchw(x, self.dim, "LSKATrivial")
+        if cpu_kernels.use_fast_cpu_path(x):
+            return cpu_kernels.lska_trivial_forward(self, x)
         return x * self.conv1(self.conv0v(self.conv0h(x)))
 
     def extra_repr(self) -> str:

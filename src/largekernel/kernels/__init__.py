@@ -1,0 +1,5 @@
+"""Fast paths beside the plain PyTorch layers (CPU: :mod:`largekernel.kernels.cpu`)."""
+
+from .cpu import fast_cpu_path, fast_cpu_path_enabled, set_fast_cpu_path, use_fast_cpu_path
+
+__all__ = ["fast_cpu_path", "fast_cpu_path_enabled", "set_fast_cpu_path", "use_fast_cpu_path"]

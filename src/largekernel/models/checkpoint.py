@@ -98,10 +98,11 @@ def _describe(names: list[str]) -> str:
     return shown + (f", ... ({len(names) - _MAX_LISTED} more)" if len(names) > _MAX_LISTED else "")
 
 
-def _drop_mismatched_classifier(model: nn.Module, state_dict: dict[str, torch.Tensor], expected: dict[str, Any]) -> None:
+def _drop_mismatched_classifier(model: nn.Module, state_dict: dict[str, torch.Tensor], expected: dict[str, Any]) -> set[str]:
+    """Drop a classifier that cannot fit; return the model's head keys that may then stay missing."""
     head_keys = [k for k in state_dict if k.startswith("head.")]
     if not head_keys:
-        return
+        return set()
     model_head = {k for k in expected if k.startswith("head.")}
     weight = state_dict.get("head.weight")
     if not model_head:
@@ -109,12 +110,13 @@ def _drop_mismatched_classifier(model: nn.Module, state_dict: dict[str, torch.Te
     elif weight is not None and "head.weight" in expected and tuple(weight.shape) != tuple(expected["head.weight"].shape):
         reason = f"the checkpoint's classifier has {weight.shape[0]} classes, the model {expected['head.weight'].shape[0]}"
     else:
-        return
+        return set()
     for key in head_keys:
         del state_dict[key]
     if model_head:
         reason += "; the model's classifier keeps its fresh initialisation"
     warnings.warn(f"load_checkpoint: classifier weights dropped: {reason}", UserWarning, stacklevel=3)
+    return model_head
 
 
 def load_state_dict_into(model: nn.Module, state_dict: dict[str, torch.Tensor], strict: bool = True, source: str = "checkpoint") -> Any:
@@ -126,9 +128,9 @@ def load_state_dict_into(model: nn.Module, state_dict: dict[str, torch.Tensor], 
     if pruned:  # features_only models: stages after the last output and the classifier are not built
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith(tuple(pruned))}
     expected = model.state_dict()
-    _drop_mismatched_classifier(model, state_dict, expected)
+    excused = _drop_mismatched_classifier(model, state_dict, expected)
 
-    missing = [k for k in expected if k not in state_dict]
+    missing = [k for k in expected if k not in state_dict and k not in excused]
     unexpected = [k for k in state_dict if k not in expected]
     shapes = [
         f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
@@ -147,7 +149,8 @@ def load_state_dict_into(model: nn.Module, state_dict: dict[str, torch.Tensor], 
         if strict or shapes:
             hint = "\n(is it a different variant or kernel size? overrides such as kernel_size=... must match the checkpoint)"
             raise ValueError(message + hint)
-    return model.load_state_dict(state_dict, strict=strict)
+    # checked above; the freshly initialised classifier (if dropped) is the only gap allowed in strict mode
+    return model.load_state_dict(state_dict, strict=strict and not excused)
 
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike[str], strict: bool = True) -> Any:

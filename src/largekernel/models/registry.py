@@ -81,6 +81,10 @@ def create_model(
         raise ValueError("create_model: give either pretrained=True or checkpoint_path, not both")
     model = _MODEL_FACTORIES[name](**overrides)
 
+    from ..integrations.timm import register_if_timm_imported
+
+    register_if_timm_imported()  # free unless the user imported timm
+
     from .checkpoint import load_checkpoint, load_pretrained
 
     if pretrained:

@@ -14,6 +14,7 @@ import sys
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "profile": ("largekernel.analysis.profile_cli", "params, FLOPs and latency of the attention designs (or whole models)"),
+    "export": ("largekernel.export_cli", "write a model as ONNX (dynamic batch and size) and check it in onnxruntime"),
 }
 
 

@@ -49,6 +49,8 @@ _CL = torch.channels_last
 _FAST_DTYPES = (torch.float32, torch.bfloat16)
 _enabled = os.environ.get("LARGEKERNEL_FAST_CPU", "1") not in ("0", "false", "False", "no")
 _conv_backward = torch.ops.aten.convolution_backward
+# below this many pixels per map the 2-D weight gradient uses PyTorch's own kernel (measured crossover ~20x20-28x28)
+_ROW_TRICK_MIN_PIXELS = 24 * 24
 
 
 def set_fast_cpu_path(enabled: bool) -> None:
@@ -265,7 +267,14 @@ class _SquareDepthwiseConv(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = _square_forward(grad, weight.flip(2, 3), None, d)
         if ctx.needs_input_grad[1]:
-            if d == 1:
+            if x.shape[2] * x.shape[3] < _ROW_TRICK_MIN_PIXELS:
+                # small maps: K calls on a few short rows cost more than PyTorch's one slow call
+                padding = d * (weight.shape[2] - 1) // 2
+                grad_w = _conv_backward(
+                    grad, x, weight, None, [1, 1], [padding, padding], [d, d], False, [0, 0], x.shape[1],
+                    [False, True, False],
+                )[1]
+            elif d == 1:
                 grad_w = _square_weight_grad(x, grad, weight)
             else:
                 grad_w = _square_weight_grad(_space_to_batch(x, d), _space_to_batch(grad, d), weight)
@@ -288,14 +297,21 @@ def _gate(x: torch.Tensor, x_nhwc: torch.Tensor, attn: torch.Tensor, conv1: nn.C
     out_channels, in_channels = conv1.weight.shape[:2]
     weight = conv1.weight.view(out_channels, in_channels)
     batch, _, height, width = attn.shape
+    # without autograd the product may overwrite the projection (one allocation less)
+    inplace = not (torch.is_grad_enabled() and (x.requires_grad or attn.requires_grad or weight.requires_grad))
     if x.is_contiguous(memory_format=_CL) or not x.is_contiguous():
-        return x_nhwc * F.linear(attn.permute(0, 2, 3, 1), weight, conv1.bias).permute(0, 3, 1, 2)
-    # NCHW wanted: out[n] = W @ attn[n]^T, which BLAS reads transposed in place, and writes NCHW
+        projected = F.linear(attn.permute(0, 2, 3, 1), weight, conv1.bias).permute(0, 3, 1, 2)
+        return projected.mul_(x_nhwc) if inplace else x_nhwc * projected
+    # NCHW wanted: out[n] = W @ attn[n]^T + b, which BLAS reads transposed in place and writes NCHW
+    # (bmm, not matmul: matmul would return a transposed view)
     attn_t = attn.permute(0, 2, 3, 1).reshape(batch, height * width, in_channels).transpose(1, 2)
-    projected = torch.bmm(weight.expand(batch, -1, -1), attn_t)  # (not matmul: it would return a transposed view)
-    if conv1.bias is not None:
-        projected = projected + conv1.bias.view(1, -1, 1)
-    return x * projected.view(batch, out_channels, height, width)
+    weight = weight.expand(batch, -1, -1)
+    if conv1.bias is None:
+        projected = torch.bmm(weight, attn_t)
+    else:
+        projected = torch.baddbmm(conv1.bias.view(1, -1, 1), weight, attn_t)
+    projected = projected.view(batch, out_channels, height, width)
+    return projected.mul_(x) if inplace else x * projected
 
 
 def lska_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,9 @@ Folds (all exact algebra on eval-mode parameters; outputs agree to float roundin
 * Stochastic depth and dropout (identities in evaluation) are removed.
 
 The result is an eval-mode deep copy in channels_last memory (where PyTorch's CPU convolutions
-and our fast LKA/LSKA path are fastest); the input model is left untouched, whatever its mode.
+and our fast LKA/LSKA path are fastest), with 1x1 convs, GELUs and depthwise convs swapped for
+their NHWC-friendly forms (:mod:`largekernel.kernels.cpu_modules`); the input model is left
+untouched, whatever its mode.
 """
 
 from __future__ import annotations
@@ -21,13 +23,13 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .layers import LKA, LSKA, SAM, LKATrivial, LSKATrivial, SpatialGatingAttention
+from .kernels.cpu_modules import swap_in_nhwc_modules
 from .layers.drop import DropPath
 
-__all__ = ["optimize_for_inference", "fold_batchnorm_into_conv", "FoldedVANBlock", "PointwiseConv2d", "NHWCGELU"]
+__all__ = ["optimize_for_inference", "fold_batchnorm_into_conv", "FoldedVANBlock"]
 
 _OUR_LAYERS = (LKA, LSKA, LKATrivial, LSKATrivial, SAM, SpatialGatingAttention)
 
@@ -125,53 +127,6 @@ class FoldedVANBlock(nn.Module):
         return x + self.fc2(self.act(self.dwconv(self.fc1(x))))
 
 
-class PointwiseConv2d(nn.Conv2d):
-    """A 1x1 conv that runs as one GEMM on channels_last inputs (PyTorch's CPU 1x1 conv copies them to NCHW)."""
-
-    @classmethod
-    def from_conv(cls, conv: nn.Conv2d) -> PointwiseConv2d:
-        pointwise = cls(conv.in_channels, conv.out_channels, 1, bias=conv.bias is not None,
-                        device=conv.weight.device, dtype=conv.weight.dtype)
-        pointwise.load_state_dict(conv.state_dict())
-        return pointwise
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not torch.jit.is_tracing():
-            weight = self.weight.view(self.out_channels, self.in_channels)
-            return F.linear(x.permute(0, 2, 3, 1), weight, self.bias).permute(0, 3, 1, 2)
-        return super().forward(x)
-
-
-class NHWCGELU(nn.GELU):
-    """GELU computed on the NHWC view of a channels_last map (PyTorch's GELU is ~2x slower on the 4-D NHWC form)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-            return F.gelu(x.permute(0, 2, 3, 1), approximate=self.approximate).permute(0, 3, 1, 2)
-        return super().forward(x)
-
-
-def _is_pointwise(conv: nn.Module) -> bool:
-    return (
-        type(conv) is nn.Conv2d
-        and conv.kernel_size == (1, 1)
-        and conv.stride == (1, 1)
-        and conv.groups == 1
-        and conv.padding in ((0, 0), "valid")
-        and conv.dilation == (1, 1)
-    )
-
-
-def _use_pointwise_gemm(module: nn.Module) -> None:
-    for name, child in list(module.named_children()):
-        if _is_pointwise(child):
-            setattr(module, name, PointwiseConv2d.from_conv(child))
-        elif type(child) is nn.GELU:
-            setattr(module, name, NHWCGELU(approximate=child.approximate))
-        else:
-            _use_pointwise_gemm(child)
-
-
 def _is_van_block(module: nn.Module) -> bool:
     return (
         isinstance(getattr(module, "attn", None), SpatialGatingAttention)
@@ -259,7 +214,7 @@ def optimize_for_inference(model: nn.Module, channels_last: bool = True) -> nn.M
             "use model.eval() instead"
         )
     if channels_last:
-        _use_pointwise_gemm(optimized)
+        swap_in_nhwc_modules(optimized)
         optimized = optimized.to(memory_format=torch.channels_last)
     optimized.eval()  # the modules made by the folds start in training mode
     for parameter in optimized.parameters():

@@ -171,3 +171,14 @@ def test_fast_path_not_used_for_float64_or_tracing():
 def test_set_fast_cpu_path_rejects_non_bool():
     with pytest.raises(TypeError, match="bool"):
         set_fast_cpu_path("yes")  # type: ignore[arg-type]
+
+
+def test_mac_counting_sees_the_plain_convs():
+    # FlopCounterMode (count_macs) must count the layer's convs, not the fast path's padded grids
+    from largekernel.analysis.complexity import count_macs
+
+    module = lk.LKA(8, 21)
+    x_shape = (1, 8, 14, 14)
+    with fast_cpu_path(False):
+        plain = count_macs(module, x_shape)
+    assert count_macs(module, x_shape) == plain

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils import _python_dispatch
 
 __all__ = [
     "set_fast_cpu_path",
@@ -78,8 +79,11 @@ def fast_cpu_path(enabled: bool) -> Iterator[None]:
 
 
 def _exporting_or_compiling() -> bool:
-    # tracers and compilers should see the plain graph (ONNX wants standard convs, not our views)
+    # tracers, compilers and dispatch modes (FlopCounterMode in count_macs, FakeTensorMode) should
+    # see the plain graph: ONNX wants standard convs, and MAC counts must not see our padded views
     if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
+        return True
+    if _python_dispatch._get_current_dispatch_mode() is not None:
         return True
     compiler = getattr(torch, "compiler", None)
     return bool(compiler is not None and compiler.is_compiling())

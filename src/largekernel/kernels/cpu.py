@@ -122,11 +122,18 @@ def _from_rows_view(y: torch.Tensor, n: int, h: int) -> torch.Tensor:
 
 def _pad_bottom_right(x: torch.Tensor, multiple_h: int, multiple_w: int) -> torch.Tensor:
     """Zero-pad H and W up to multiples (NHWC out)."""
-    h, w = x.shape[-2:]
+    n, c, h, w = x.shape
     extra_h, extra_w = -h % multiple_h, -w % multiple_w
-    if extra_h or extra_w:
-        x = F.pad(x, (0, extra_w, 0, extra_h))
-    return _nhwc(x)
+    if not (extra_h or extra_w):
+        return _nhwc(x)
+    if torch.is_grad_enabled():
+        return _nhwc(F.pad(x, (0, extra_w, 0, extra_h)))
+    # without autograd (the backward passes): zero only the border, then one copy
+    out = x.new_empty(n, h + extra_h, w + extra_w, c).permute(0, 3, 1, 2)
+    out[:, :, h:].zero_()
+    out[:, :, :h, w:].zero_()
+    out[:, :, :h, :w] = x
+    return out
 
 
 def _residues_beside_width(x: torch.Tensor, dilation: int) -> torch.Tensor:

@@ -170,7 +170,7 @@ def model_table(repeats: int, names: list[str], batches: list[int], train_batch:
         model_cl.load_state_dict(model_nchw.state_dict())
         x = torch.randn(train_batch, 3, size, size)
         target = torch.randint(0, 1000, (train_batch,))
-        sgd = dict(lr=1e-4, momentum=0.9)
+        sgd = {"lr": 1e-4, "momentum": 0.9}
         t = time_side_by_side(
             {
                 "plain": _fast(_train_step(model_nchw, x, target, torch.optim.SGD(model_nchw.parameters(), **sgd)), False),

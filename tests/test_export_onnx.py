@@ -9,14 +9,14 @@ from torch import nn
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-import largekernel as lk  # noqa: E402
-from largekernel.cli import main  # noqa: E402
-from largekernel.export import check_onnx, export_onnx  # noqa: E402
+import largekernel as lk
+from largekernel.cli import main
+from largekernel.export import check_onnx, export_onnx
 
 TINY = {
-    "van_b0": dict(embed_dims=(8, 16, 24, 32), depths=(1, 1, 1, 1), num_classes=10),
-    "van_lska_tiny": dict(embed_dims=(8, 16, 24, 32), depths=(1, 1, 1, 1), num_classes=10),
-    "smt_t": dict(embed_dims=(16, 32, 32, 64), depths=(1, 1, 2, 1), num_classes=10),
+    "van_b0": {"embed_dims": (8, 16, 24, 32), "depths": (1, 1, 1, 1), "num_classes": 10},
+    "van_lska_tiny": {"embed_dims": (8, 16, 24, 32), "depths": (1, 1, 1, 1), "num_classes": 10},
+    "smt_t": {"embed_dims": (16, 32, 32, 64), "depths": (1, 1, 2, 1), "num_classes": 10},
 }
 
 

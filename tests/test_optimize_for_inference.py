@@ -35,9 +35,9 @@ def _assert_close_relative(got: torch.Tensor, want: torch.Tensor, rtol: float = 
 
 
 TINY = {
-    "van_b0": dict(embed_dims=(8, 16, 24, 32), depths=(1, 1, 2, 1), num_classes=10, drop_path_rate=0.1),
-    "van_lska_tiny": dict(embed_dims=(8, 16, 24, 32), depths=(1, 1, 2, 1), num_classes=10, drop_path_rate=0.1),
-    "smt_t": dict(embed_dims=(16, 32, 32, 64), depths=(1, 1, 2, 1), num_classes=10, use_layerscale=True),
+    "van_b0": {"embed_dims": (8, 16, 24, 32), "depths": (1, 1, 2, 1), "num_classes": 10, "drop_path_rate": 0.1},
+    "van_lska_tiny": {"embed_dims": (8, 16, 24, 32), "depths": (1, 1, 2, 1), "num_classes": 10, "drop_path_rate": 0.1},
+    "smt_t": {"embed_dims": (16, 32, 32, 64), "depths": (1, 1, 2, 1), "num_classes": 10, "use_layerscale": True},
 }
 
 

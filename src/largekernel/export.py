@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-__all__ = ["OnnxCheck", "export_onnx", "check_onnx"]
+__all__ = ["OnnxCheck", "check_onnx", "export_onnx"]
 
 Exporter = Literal["torchscript", "dynamo"]
 DEFAULT_OPSET = 17

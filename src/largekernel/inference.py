@@ -21,15 +21,16 @@ untouched, whatever its mode.
 from __future__ import annotations
 
 import copy
+import itertools
 
 import torch
 from torch import nn
 
-from .layers import LKA, LSKA, SAM, LKATrivial, LSKATrivial, SpatialGatingAttention
 from .kernels.cpu_modules import swap_in_nhwc_modules
+from .layers import LKA, LSKA, SAM, LKATrivial, LSKATrivial, SpatialGatingAttention
 from .layers.drop import DropPath
 
-__all__ = ["optimize_for_inference", "fold_batchnorm_into_conv", "FoldedVANBlock"]
+__all__ = ["FoldedVANBlock", "fold_batchnorm_into_conv", "optimize_for_inference"]
 
 _OUR_LAYERS = (LKA, LSKA, LKATrivial, LSKATrivial, SAM, SpatialGatingAttention)
 
@@ -176,7 +177,7 @@ def _fold(module: nn.Module) -> int:
 def _fold_sequential(sequence: nn.Sequential) -> int:
     folds = 0
     keys = list(sequence._modules)
-    for first, second in zip(keys, keys[1:]):
+    for first, second in itertools.pairwise(keys):
         conv, bn = sequence._modules[first], sequence._modules[second]
         if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.num_features == conv.out_channels:
             sequence._modules[first] = fold_batchnorm_into_conv(conv, bn)

@@ -86,7 +86,7 @@ def test_fast_path_matches_plain_bfloat16(cls, kernel_size):
     y_plain, gx_plain, gp_plain = _run(module, x, grad, False)
     assert y_fast.dtype == torch.bfloat16
     # bfloat16 keeps 8 bits of mantissa; sums of a few hundred terms differ by a few percent of their scale
-    scale = lambda t: t.float().abs().max().item()  # noqa: E731
+    scale = lambda t: t.float().abs().max().item()
     assert (y_fast.float() - y_plain.float()).abs().max().item() <= 0.03 * scale(y_plain)
     assert (gx_fast.float() - gx_plain.float()).abs().max().item() <= 0.03 * scale(gx_plain)
     for name in gp_plain:
@@ -103,8 +103,8 @@ def test_one_dimensional_convs_match_conv2d(kernel, dilation, height, width):
     bias = torch.randn(channels, requires_grad=True)
     pad = dilation * (kernel - 1) // 2
     for fast, ref_kwargs, w in [
-        (cpu_kernels.depthwise_conv_h, dict(padding=(pad, 0), dilation=(dilation, 1)), weight),
-        (cpu_kernels.depthwise_conv_w, dict(padding=(0, pad), dilation=(1, dilation)), weight.transpose(2, 3)),
+        (cpu_kernels.depthwise_conv_h, {"padding": (pad, 0), "dilation": (dilation, 1)}, weight),
+        (cpu_kernels.depthwise_conv_w, {"padding": (0, pad), "dilation": (1, dilation)}, weight.transpose(2, 3)),
     ]:
         grad = torch.randn(2, channels, height, width)
         got = torch.autograd.grad(fast(x, w, bias, dilation), (x, weight, bias), grad)

@@ -11,7 +11,12 @@ from torch import nn
 
 import largekernel as lk
 from largekernel.kernels import optimize_for_cpu_training
-from largekernel.kernels.cpu_modules import DepthwiseConv2d, NHWCGELU, PointwiseConv2d, swap_in_nhwc_modules
+from largekernel.kernels.cpu_modules import (
+    NHWCGELU,
+    DepthwiseConv2d,
+    PointwiseConv2d,
+    swap_in_nhwc_modules,
+)
 
 
 @pytest.mark.parametrize(

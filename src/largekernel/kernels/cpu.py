@@ -33,17 +33,17 @@ from torch import nn
 from torch.utils import _python_dispatch
 
 __all__ = [
-    "set_fast_cpu_path",
-    "fast_cpu_path_enabled",
-    "fast_cpu_path",
-    "use_fast_cpu_path",
+    "depthwise_conv_2d",
     "depthwise_conv_h",
     "depthwise_conv_w",
-    "depthwise_conv_2d",
-    "lska_forward",
-    "lska_trivial_forward",
+    "fast_cpu_path",
+    "fast_cpu_path_enabled",
     "lka_forward",
     "lka_trivial_forward",
+    "lska_forward",
+    "lska_trivial_forward",
+    "set_fast_cpu_path",
+    "use_fast_cpu_path",
 ]
 
 _CL = torch.channels_last
@@ -116,7 +116,7 @@ def _rows_view(x: torch.Tensor) -> torch.Tensor:
 
 
 def _from_rows_view(y: torch.Tensor, n: int, h: int) -> torch.Tensor:
-    rows, c, w, _ = y.shape
+    _rows, c, w, _ = y.shape
     return y.permute(0, 2, 3, 1).reshape(n, h, w, c).permute(0, 3, 1, 2)
 
 

@@ -21,7 +21,7 @@ from torch import nn
 
 from . import cpu as cpu_kernels
 
-__all__ = ["PointwiseConv2d", "NHWCGELU", "DepthwiseConv2d", "swap_in_nhwc_modules", "optimize_for_cpu_training"]
+__all__ = ["NHWCGELU", "DepthwiseConv2d", "PointwiseConv2d", "optimize_for_cpu_training", "swap_in_nhwc_modules"]
 
 
 def _nhwc_fast_case(x: torch.Tensor) -> bool:

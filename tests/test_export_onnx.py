@@ -81,3 +81,13 @@ def test_cli_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
     code = main(["export", "--model", "van_b0", "--checkpoint", str(tmp_path / "nope.pth")])
     assert code == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_dynamo_exporter_round_trip(tmp_path):
+    pytest.importorskip("onnxscript")
+    torch.manual_seed(2)
+    model = _Wrap(lk.LSKA(8, 23), 8)
+    path = export_onnx(model, tmp_path / "dynamo.onnx", img_size=24, exporter="dynamo")
+    result = check_onnx(path, model, input_shape=(2, 3, 31, 20), repeats=1)
+    assert result.max_abs_diff <= 1e-4 * max(result.max_abs_output, 1.0), result

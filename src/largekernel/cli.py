@@ -14,6 +14,8 @@ import sys
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "profile": ("largekernel.analysis.profile_cli", "params, FLOPs and latency of the attention designs (or whole models)"),
+    "train": ("largekernel.train.train_cli", "train a large-kernel model on an embedded dataset or an image folder"),
+    "eval": ("largekernel.train.eval_cli", "top-1/top-5, loss and throughput of a trained or published model"),
 }
 
 

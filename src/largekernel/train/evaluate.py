@@ -28,8 +28,10 @@ def load_for_eval(
         if checkpoint_path is not None:
             raise ValueError("--checkpoint-path goes with --model; --checkpoint already names the weights")
         return load_trained(checkpoint)
-    network = build_model(model, num_classes=1000, in_chans=3, checkpoint_path=checkpoint_path)
-    num_classes = _num_outputs(network)
+    if checkpoint_path is None:
+        raise ValueError("--model needs --checkpoint-path FILE, the published weights to evaluate")
+    num_classes = _checkpoint_classes(model, checkpoint_path)
+    network = build_model(model, num_classes=num_classes, in_chans=3, checkpoint_path=checkpoint_path)
     config = {
         "model": model,
         "model_kwargs": {},
@@ -44,14 +46,19 @@ def load_for_eval(
     return network, config
 
 
-def _num_outputs(network: nn.Module) -> int:
-    head = getattr(network, "head", None)
-    if isinstance(head, nn.Linear):
-        return head.out_features
-    num_classes = getattr(network, "num_classes", None)
-    if isinstance(num_classes, int):
-        return num_classes
-    raise ValueError(f"cannot tell how many classes {type(network).__name__} predicts (no Linear .head or .num_classes)")
+def _checkpoint_classes(model: str, checkpoint_path: str) -> int:
+    """How many classes the weights' classifier predicts (1000 when they have none)."""
+    import largekernel
+    from largekernel.models.checkpoint import read_state_dict
+
+    if not Path(checkpoint_path).is_file():
+        raise FileNotFoundError(f"--checkpoint-path {checkpoint_path} does not exist")
+    state = read_state_dict(checkpoint_path)
+    converter = getattr(largekernel.create_model(model, num_classes=0), "checkpoint_filter", None)
+    if converter is not None:
+        state = converter(state)
+    head = state.get("head.weight")
+    return int(head.shape[0]) if head is not None else 1000
 
 
 def evaluate(

@@ -12,7 +12,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 # options that may differ when resuming: they do not change the numbers
-_RESUME_FREE = {"num_workers", "quiet", "out"}
+_RESUME_FREE = {"num_workers", "quiet", "out", "threads"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--num-nodes", type=int, help="default 1")
     add("--strategy", help="Lightning strategy, e.g. ddp (default auto)")
     add("--num-workers", type=int, help="data loader workers (default 0)")
+    add("--threads", type=int, help="CPU threads per process (default: half the cores, at least 1)")
     add("--out", help="run directory (default runs/train-<time>)")
     add("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     add("--quiet", action="store_true", default=None, help="no progress bar or Lightning banners")

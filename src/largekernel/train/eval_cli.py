@@ -11,6 +11,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--checkpoint", help="a largekernel train output: model.safetensors (with model.json beside it) or a .ckpt")
     add("--model", help="registered model name, for published weights (with --checkpoint-path)")
     add("--checkpoint-path", help="published weights for --model")
+    add("--model-args", type=json.loads, help="JSON dict of create_model overrides for --model")
+    add("--kernel-size", type=int, help="attention kernel size for --model (must match the weights)")
+    add("--attention", help="attention design for --model (must match the weights)")
     add("--data", help="embedded set name or image folder (default: the data the model was trained on)")
     add("--split", default="val", choices=("val", "train", "all"), help="which images to score (default val: held out)")
     add("--img-size", type=int, help="input size (default: the training size; 224 for published weights)")
@@ -28,7 +31,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be a positive integer, got {args.batch_size}")
-    network, config = load_for_eval(args.checkpoint, args.model, args.checkpoint_path)
+    overrides = dict(args.model_args or {})
+    if args.kernel_size is not None:
+        overrides["kernel_size"] = args.kernel_size
+    if args.attention is not None:
+        overrides["attention"] = args.attention
+    network, config = load_for_eval(args.checkpoint, args.model, args.checkpoint_path, overrides)
     result = evaluate(
         network, config, data=args.data, split=args.split, img_size=args.img_size, batch_size=args.batch_size,
         accelerator=args.accelerator, devices=args.devices, precision=args.precision,

@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset
 
 from .data import IMAGENET_MEAN, IMAGENET_STD, load_data
-from .trainer import _make_datamodule, _parse_devices, build_model, load_trained, quiet_lightning
+from .trainer import _make_datamodule, _parse_devices, build_model, checkpoint_classes, load_trained, quiet_lightning
 
 __all__ = ["evaluate", "load_for_eval"]
 
@@ -19,22 +19,26 @@ def load_for_eval(
     checkpoint: str | None = None,
     model: str | None = None,
     checkpoint_path: str | None = None,
+    model_kwargs: dict[str, Any] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """A model and its description: from a ``largekernel train`` output (``checkpoint``: ``.safetensors``
     or ``.ckpt``), or a registered ``model`` with published weights (``checkpoint_path``)."""
     if (checkpoint is None) == (model is None):
         raise ValueError("give either --checkpoint FILE (a largekernel train output) or --model NAME [--checkpoint-path FILE]")
     if checkpoint is not None:
-        if checkpoint_path is not None:
-            raise ValueError("--checkpoint-path goes with --model; --checkpoint already names the weights")
+        if checkpoint_path is not None or model_kwargs:
+            raise ValueError("--checkpoint-path and model overrides go with --model; --checkpoint already describes the model")
         return load_trained(checkpoint)
     if checkpoint_path is None:
         raise ValueError("--model needs --checkpoint-path FILE, the published weights to evaluate")
-    num_classes = _checkpoint_classes(model, checkpoint_path)
-    network = build_model(model, num_classes=num_classes, in_chans=3, checkpoint_path=checkpoint_path)
+    model_kwargs = dict(model_kwargs or {})
+    num_classes = checkpoint_classes(model, checkpoint_path, model_kwargs)
+    if num_classes == 0:
+        raise ValueError(f"{checkpoint_path} has no classifier (head.weight); it cannot be evaluated as a classifier")
+    network = build_model(model, num_classes, 3, model_kwargs, checkpoint_path=checkpoint_path)
     config = {
         "model": model,
-        "model_kwargs": {},
+        "model_kwargs": model_kwargs,
         "num_classes": num_classes,
         "in_chans": 3,
         "img_size": 224,
@@ -44,21 +48,6 @@ def load_for_eval(
         "data": None,
     }
     return network, config
-
-
-def _checkpoint_classes(model: str, checkpoint_path: str) -> int:
-    """How many classes the weights' classifier predicts (1000 when they have none)."""
-    import largekernel
-    from largekernel.models.checkpoint import read_state_dict
-
-    if not Path(checkpoint_path).is_file():
-        raise FileNotFoundError(f"--checkpoint-path {checkpoint_path} does not exist")
-    state = read_state_dict(checkpoint_path)
-    converter = getattr(largekernel.create_model(model, num_classes=0), "checkpoint_filter", None)
-    if converter is not None:
-        state = converter(state)
-    head = state.get("head.weight")
-    return int(head.shape[0]) if head is not None else 1000
 
 
 def evaluate(

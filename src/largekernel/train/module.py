@@ -211,7 +211,7 @@ class ImageClassifier(L.LightningModule):
         if self.num_classes >= 5:
             metrics[f"{prefix}_top5"] = 100.0 * correct5 / count
         metrics[f"{prefix}_images"] = count
-        if self.trainer.training or self.trainer.state.fn == "fit":
+        if self.trainer.state.fn == "fit":
             train_sums = self.trainer.strategy.reduce(self._train_sums.clone(), reduce_op="sum")
             if train_sums[1] > 0:
                 metrics["train_loss"] = (train_sums[0] / train_sums[1]).item()
@@ -262,7 +262,7 @@ class EpochMetricsWriter(L.Callback):
         self._train_seconds = time.perf_counter() - self._epoch_start
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.training:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
             return
         metrics = getattr(pl_module, "epoch_metrics", {})
         train_images = metrics.get("train_images", 0.0)

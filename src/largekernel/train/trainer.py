@@ -103,11 +103,32 @@ def build_model(
     if not hasattr(largekernel, "create_model"):
         raise ValueError("this build of largekernel has no model registry (largekernel.create_model)")
     kwargs = dict(model_kwargs or {})
-    if checkpoint_path is not None:
-        if not Path(checkpoint_path).is_file():
-            raise FileNotFoundError(f"--checkpoint-path {checkpoint_path} does not exist")
-        kwargs["checkpoint_path"] = checkpoint_path
-    return largekernel.create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    if checkpoint_path is None:
+        return largekernel.create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    # load the weights into a model whose classifier fits them exactly, then put a fresh classifier
+    # for this data's classes in its place (the usual fine-tuning start)
+    published_classes = checkpoint_classes(name, checkpoint_path, {**kwargs, "in_chans": in_chans})
+    model = largekernel.create_model(
+        name, num_classes=published_classes, in_chans=in_chans, checkpoint_path=checkpoint_path, **kwargs
+    )
+    if published_classes != num_classes:
+        model.reset_classifier(num_classes)
+    return model
+
+
+def checkpoint_classes(model: str, checkpoint_path: str, model_kwargs: dict[str, Any]) -> int:
+    """How many classes the weights' classifier predicts (0 when they have none)."""
+    import largekernel
+    from largekernel.models.checkpoint import read_state_dict
+
+    if not Path(checkpoint_path).is_file():
+        raise FileNotFoundError(f"--checkpoint-path {checkpoint_path} does not exist")
+    state = read_state_dict(checkpoint_path)
+    converter = getattr(largekernel.create_model(model, **{**model_kwargs, "num_classes": 0}), "checkpoint_filter", None)
+    if converter is not None:
+        state = converter(state)
+    head = state.get("head.weight")
+    return int(head.shape[0]) if head is not None else 0
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike, config: dict[str, Any]) -> None:

@@ -115,15 +115,14 @@ def test_ddp_with_two_cpu_processes(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     env.pop("LARGEKERNEL_RUN_DIR", None)
     completed = subprocess.run(
-        [sys.executable, "-m", "largekernel", "train", "--data", str(folder), *TINY_TRAIN, "--epochs", "2",
+        [sys.executable, "-m", "largekernel", "train", "--data", str(folder), *TINY_TRAIN, "--epochs", "1",
          "--batch-size", "4", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--out", str(out)],
         env=env, cwd=REPO, capture_output=True, text=True, timeout=180,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2
-    rows = read_rows(out / "metrics.csv")
-    assert len(rows) == 2
+    assert len(read_rows(out / "metrics.csv")) == 1
     assert summary["images_per_second"] > 0 and summary["train_images"] == 24
     assert "held-out top-1" in completed.stdout and completed.stdout.count("held-out top-1") == 1  # rank 0 reports
 

@@ -15,33 +15,46 @@ from pathlib import Path
 _RESUME_FREE = {"num_workers", "quiet", "out", "threads"}
 
 
+def _json_dict(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({error}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"depths\": [1, 1, 2]}}', got {text!r}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .config import DEFAULT_MODEL, TrainConfig
+
+    d = TrainConfig()
     # every default is None so we can tell what the user gave (resume checks it against run.json)
     add = parser.add_argument
     add("--data", help="embedded set name (mnist, digits) or an image folder: one sub-folder per class, "
-        "optionally train/ and val/ (default: mnist)")
-    add("--model", help="registered model name (default: van_lska_tiny sized for small images)")
-    add("--model-args", type=json.loads, help="JSON dict of create_model overrides, e.g. '{\"depths\": [1,1,2,1]}'")
+        f"optionally train/ and val/ (default: {d.data})")
+    add("--model", help=f"registered model name (default: {DEFAULT_MODEL}, sized down for small images)")
+    add("--model-args", type=_json_dict, help="JSON object of create_model overrides, e.g. '{\"depths\": [1,1,2,1]}'")
     add("--kernel-size", type=int, help="large-kernel attention kernel size (odd)")
     add("--attention", help="attention design: lka, lska, lka_trivial, lska_trivial")
-    add("--drop-path", type=float, help="stochastic depth rate (default 0.1)")
-    add("--checkpoint-path", help="published weights to fine-tune from (the classifier is re-initialised)")
-    add("--epochs", type=int, help="default 12")
-    add("--batch-size", type=int, help="per device (default 64)")
-    add("--lr", type=float, help="peak AdamW learning rate (default 2e-3)")
-    add("--weight-decay", type=float, help="AdamW weight decay of weights, not norms/biases/scales (default 0.05)")
-    add("--warmup-epochs", type=float, help="linear warmup length (default 1)")
-    add("--label-smoothing", type=float, help="default 0.1")
+    add("--drop-path", type=float, help=f"stochastic depth rate (default {d.drop_path})")
+    add("--checkpoint-path", help="published weights to fine-tune from (a fresh classifier for the data's classes)")
+    add("--epochs", type=int, help=f"default {d.epochs}")
+    add("--batch-size", type=int, help=f"per device (default {d.batch_size})")
+    add("--lr", type=float, help=f"peak AdamW learning rate (default {d.lr:g})")
+    add("--weight-decay", type=float, help=f"AdamW decay of weights, not norms/biases/layer scales (default {d.weight_decay})")
+    add("--warmup-epochs", type=float, help=f"linear warmup length, then cosine decay (default {d.warmup_epochs:g})")
+    add("--label-smoothing", type=float, help=f"default {d.label_smoothing}")
     add("--img-size", type=int, help="square input size (default: the data's own; 224 for folders)")
     add("--in-chans", type=int, choices=(1, 3), help="input channels (default: the data's own)")
-    add("--val-fraction", type=float, help="held-out share when the data has no val/ split (default 0.2)")
-    add("--seed", type=int, help="default 0")
-    add("--precision", help="Lightning precision: 32-true, bf16-mixed, 16-mixed (default 32-true)")
-    add("--accelerator", help="cpu, gpu, ... (default auto)")
-    add("--devices", help="device count, list, or auto (default auto)")
-    add("--num-nodes", type=int, help="default 1")
-    add("--strategy", help="Lightning strategy, e.g. ddp (default auto)")
-    add("--num-workers", type=int, help="data loader workers (default 0)")
+    add("--val-fraction", type=float, help=f"held-out share when the data has no val/ split (default {d.val_fraction})")
+    add("--seed", type=int, help=f"default {d.seed}")
+    add("--precision", help=f"Lightning precision: 32-true, bf16-mixed, 16-mixed (default {d.precision})")
+    add("--accelerator", help=f"cpu, gpu, ... (default {d.accelerator})")
+    add("--devices", help=f"device count, list, or auto (default {d.devices})")
+    add("--num-nodes", type=int, help=f"default {d.num_nodes}")
+    add("--strategy", help=f"Lightning strategy, e.g. ddp (default {d.strategy})")
+    add("--num-workers", type=int, help=f"data loader workers (default {d.num_workers})")
     add("--threads", type=int, help="CPU threads per process (default: half the cores, at least 1)")
     add("--out", help="run directory (default runs/train-<time>)")
     add("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -50,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """A TrainConfig from the parsed options; with ``--resume``, missing ones come from ``<out>/run.json``."""
-    from .trainer import TrainConfig
+    from .config import TrainConfig
 
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
     if not args.resume:

@@ -34,7 +34,7 @@ class TrainConfig:
     attention: str | None = None
     drop_path: float = 0.1
     checkpoint_path: str | None = None  # published weights to fine-tune from
-    epochs: int = 12
+    epochs: int = 10
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.05

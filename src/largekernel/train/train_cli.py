@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     if _is_rank_zero():
         print(
             f"{summary['model']} ({summary['params']:,} params) on {summary['data']}: held-out top-1 "
-            f"{summary['top1']:.2f}%{top5} on {summary['val_images']} images after {summary['epochs']} epochs; "
+            f"{summary['top1']:.2f}%{top5} on {summary['val_images']} images after {summary['epochs']} epoch{'s' if summary['epochs'] != 1 else ''}; "
             f"{summary['images_per_second']:.0f} train images/s, {summary['seconds']:.0f} s. Run: {summary['out']}"
         )
     return 0

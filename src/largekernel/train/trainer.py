@@ -252,10 +252,6 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
         seed=config.seed,
         model_config=model_config,
     )
-    if _is_rank_zero():
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "run.json", asdict(config))
-
     metrics_writer = EpochMetricsWriter(out)
     callbacks: list[Any] = [
         metrics_writer,
@@ -284,6 +280,9 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
         use_distributed_sampler=False,  # our samplers shard by rank themselves (deterministic order)
         log_every_n_steps=10,
     )
+    if _is_rank_zero():  # after the Trainer accepted the settings
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "run.json", asdict(config))
     datamodule = _make_datamodule(data, config.batch_size, config.seed, config.num_workers)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
 

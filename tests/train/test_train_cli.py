@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from largekernel.cli import main
 
-from conftest import REPO, TINY_MODEL_ARGS, TINY_TRAIN, write_image_folder
+from train_helpers import REPO, TINY_MODEL_ARGS, TINY_TRAIN, write_image_folder
 
 TIMING = {"epoch_seconds", "images_per_second"}
 

@@ -16,7 +16,7 @@ from largekernel.train.data import (
     stratified_split,
 )
 
-from conftest import write_image_folder
+from train_helpers import write_image_folder
 
 
 def test_mnist_sample_loads_offline_with_a_stratified_held_out_fifth():

@@ -21,7 +21,7 @@ from largekernel.train.module import (
     warmup_cosine,
 )
 
-from conftest import TINY_MODEL_ARGS
+from train_helpers import TINY_MODEL_ARGS
 
 
 def test_warmup_then_cosine_closed_form():

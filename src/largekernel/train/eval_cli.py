@@ -22,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--devices", default="1", help="device count or list (default 1)")
     add("--precision", default="32-true")
     add("--num-workers", type=int, default=0)
+    add("--threads", type=int, help="CPU threads (default: half the cores, at least 1)")
     add("--json", action="store_true", help="print the result as JSON")
     add("--quiet", action="store_true", help="no progress bar or Lightning banners")
 
@@ -29,6 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from .evaluate import evaluate, load_for_eval
 
+    import os
+
+    import torch
+
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 2) // 2))
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be a positive integer, got {args.batch_size}")
     overrides = dict(args.model_args or {})

@@ -97,7 +97,7 @@ def load_trained(path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn
         config = json.loads(config_path.read_text())
         state = load_file(str(path), device=map_location)
     else:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)  # no pickled code
         if not isinstance(checkpoint, dict) or "largekernel_model_config" not in checkpoint:
             raise ValueError(
                 f"{path} is not a checkpoint written by largekernel train; for published weights use "

@@ -1,14 +1,13 @@
-"""Shared helpers for the training tests: tiny models, tiny image folders, one CPU thread."""
+"""Shared helpers for the training tests: tiny models, tiny image folders, one CPU thread.
+
+(A plain module, not conftest.py: other test folders may have their own conftest.)
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 torch.set_num_threads(1)
@@ -38,17 +37,3 @@ def write_image_folder(root: Path, classes: int = 3, per_class: int = 8, size: i
             image = Image.fromarray(array, mode="L")
             (image if mode == "L" else image.convert(mode)).save(folder / f"{index:03d}.png")
     return root
-
-
-def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """``python -m largekernel ARGS`` in a fresh process (what a user runs)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    env.pop("LARGEKERNEL_RUN_DIR", None)
-    return subprocess.run(
-        [sys.executable, "-m", "largekernel", *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO
-    )
-
-
-@pytest.fixture
-def image_folder(tmp_path: Path) -> Path:
-    return write_image_folder(tmp_path / "images")

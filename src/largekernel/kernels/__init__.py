@@ -51,7 +51,10 @@ def use_fused_kernels(enabled: bool) -> Iterator[None]:
 
 @functools.cache
 def _triton_importable() -> bool:
-    return importlib.util.find_spec("triton") is not None
+    try:
+        return importlib.util.find_spec("triton") is not None
+    except (ImportError, ValueError):  # ValueError: a stubbed-out sys.modules["triton"] = None
+        return False
 
 
 def _interpreter_on() -> bool:

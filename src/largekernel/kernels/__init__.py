@@ -70,6 +70,11 @@ def fused_available(tensor: torch.Tensor) -> bool:
     return tensor.device.type == "cpu" and _interpreter_on()
 
 
+def _compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
+
+
 def _cuda_autocast_dtype() -> torch.dtype | None:
     if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4
         return torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None
@@ -97,7 +102,7 @@ def fused_cascade(module: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     """
     if not _enabled or not fused_available(x):
         return None
-    if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling():
+    if torch.jit.is_scripting() or torch.jit.is_tracing() or _compiling():
         return None
     found = _module_stages(module)
     if found is None:

@@ -8,11 +8,15 @@ The cascade is a chain of up to four "same"-padded depthwise convolutions, each 
 Design (memory traffic is what matters: these convolutions do a few FMAs per byte)
 -------------------------------------------------------------------------------
 * One unit of work = one (batch, channel, spatial tile). A tile is a power-of-two block
-  ``SH x SW``; when a side of the image fits in 128 pixels the block covers the whole side (no
-  halo: outside the image is zero anyway), else the block is tiled with a halo equal to the
-  cascade's total radius so the interior is exact. Every stage is computed over the whole block;
-  wrong values near block edges (reads clipped to the block) spread at most one stage radius per
-  stage, so they never reach the interior.
+  ``SH x SW``; when a side of the image fits in 64 pixels the block covers the whole side (no
+  halo: outside the image is zero anyway; VAN's 56/28/14/7 maps are one block per plane), else
+  the side is tiled with a halo equal to the cascade's total radius so the interior is exact
+  (64-pixel blocks, 128 where the halo leaves a 64-block less than 16 pixels). Every stage is
+  computed over the whole block; wrong values near block edges (reads clipped to the block)
+  spread at most one stage radius per stage, so they never reach the interior.
+* Register budget (from compiling for sm_90 without a GPU, ``cuobjdump -res-usage``): 8 block
+  elements per thread costs ~120 registers forward, ~128 backward, no spills; 128x128 blocks
+  spill, hence the 64-pixel whole-side limit.
 * Stages exchange data through a per-program scratch slot (fp32, ``SH*SW`` per buffer) written
   and read back by the same program between ``tl.debug_barrier()``s: Triton exposes no shared
   memory indexing, so shifted reads of an intermediate go through this slot, which stays in
@@ -43,13 +47,14 @@ from collections.abc import Sequence
 
 import torch
 import triton
+from torch.autograd.function import once_differentiable
 import triton.language as tl
 
 __all__ = ["lska_cascade", "lka_cascade", "depthwise_cascade", "plain_cascade"]
 
 MAX_STAGES = 4
 # A side up to this many pixels is covered by one block (no halo); longer sides are tiled.
-_WHOLE_SIDE_MAX = 128
+_WHOLE_SIDE_MAX = 64
 # Block sides tried for tiled axes, smallest first; the first leaving an interior >= _MIN_TILE wins.
 _TILED_BLOCKS: tuple[int, ...] = (64, 128)
 _MIN_TILE = 16
@@ -314,13 +319,16 @@ def _stage_constexprs(stages: Sequence[tuple[int, int, int]]) -> dict:
 
 
 def _num_warps(plan: dict) -> int:
-    return max(1, min(16, plan["SH"] * plan["SW"] // 512))
+    # ~8 block elements per thread: ~120 registers, no spills (64x64 -> 16 warps, 8x8 -> 1)
+    return max(1, min(16, plan["SH"] * plan["SW"] // 256))
 
 
-def _grid_size(n_items: int, device: torch.device, per_sm: int) -> int:
+def _grid_size(n_items: int, device: torch.device, warps_per_sm: int, num_warps: int) -> int:
+    """Persistent grid: enough programs for ~``warps_per_sm`` resident warps per SM, no more (scratch ~ grid)."""
     if device.type != "cuda":  # interpreter: a few programs, enough to exercise the persistent loop
         return max(1, min(n_items, 3))
     sms = torch.cuda.get_device_properties(device).multi_processor_count
+    per_sm = min(32, max(2, warps_per_sm // num_warps))
     return max(1, min(n_items, sms * per_sm))
 
 
@@ -343,13 +351,14 @@ class _DepthwiseCascade(torch.autograd.Function):
         b_all = torch.stack([b.detach() for b in biases], 1).to(acc).contiguous()
         out = torch.empty_like(x)  # keeps x's memory format (NCHW or channels_last)
         n_items = B * C * plan["n_tiles"]
-        grid = _grid_size(n_items, x.device, per_sm=4)
+        num_warps = _num_warps(plan)
+        grid = _grid_size(n_items, x.device, warps_per_sm=32, num_warps=num_warps)
         scratch = torch.empty(grid * 2 * plan["SH"] * plan["SW"], device=x.device, dtype=acc)
         _cascade_fwd_kernel[(grid,)](
             x, out, w_all, b_all, scratch,
             C, H, W, n_items, plan["tiles_w"], plan["n_tiles"], plan["tile_h"], plan["tile_w"],
             plan["halo_h"], plan["halo_w"], *x.stride(), *out.stride(),
-            SH=plan["SH"], SW=plan["SW"], num_warps=_num_warps(plan), **meta,
+            SH=plan["SH"], SW=plan["SW"], num_warps=num_warps, **meta,
         )
         ctx.save_for_backward(x, w_all, b_all)
         ctx.stages, ctx.plan, ctx.meta = stages, plan, meta
@@ -357,13 +366,16 @@ class _DepthwiseCascade(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
         x, w_all, b_all = ctx.saved_tensors
         plan, meta, stages = ctx.plan, ctx.meta, ctx.stages
         B, C, H, W = x.shape
         acc = w_all.dtype
         n_items = B * C * plan["n_tiles"]
-        grid = _grid_size(n_items, x.device, per_sm=2)
+        num_warps = _num_warps(plan)
+        # the backward slot holds NST + 1 buffers: fewer resident programs keep the scratch in L2
+        grid = _grid_size(n_items, x.device, warps_per_sm=16, num_warps=num_warps)
         nst = len(stages)
         scratch = torch.empty(grid * (nst + 1) * plan["SH"] * plan["SW"], device=x.device, dtype=acc)
         wpart = torch.empty(n_items, meta["WT"], device=x.device, dtype=acc)
@@ -373,7 +385,7 @@ class _DepthwiseCascade(torch.autograd.Function):
             x, grad_out, grad_x, w_all, b_all, scratch, wpart, bpart,
             C, H, W, n_items, plan["tiles_w"], plan["n_tiles"], plan["tile_h"], plan["tile_w"],
             plan["halo_h"], plan["halo_w"], *x.stride(), *grad_out.stride(), *grad_x.stride(),
-            SH=plan["SH"], SW=plan["SW"], num_warps=_num_warps(plan), **meta,
+            SH=plan["SH"], SW=plan["SW"], num_warps=num_warps, **meta,
         )
         # second stage of the reduction: items are ordered (batch, channel, tile)
         grad_w_all = wpart.view(B, C, plan["n_tiles"], -1).sum((0, 2))

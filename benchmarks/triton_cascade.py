@@ -72,6 +72,28 @@ def _bench_ms(fn) -> float:
     return float(triton.testing.do_bench(fn, warmup=25, rep=100))
 
 
+def _time_impl(impl, x, weights, biases, dilations, grad_out) -> tuple[float, float]:
+    """(forward ms, forward+backward ms) of one cascade implementation."""
+    leaves = [x, *weights, *biases]
+
+    def forward():
+        with torch.no_grad():
+            return impl(x, weights, biases, dilations)
+
+    def forward_backward():
+        return torch.autograd.grad(impl(x, weights, biases, dilations), leaves, grad_out)
+
+    return _bench_ms(forward), _bench_ms(forward_backward)
+
+
+def _cells(times: dict[str, float], min_gb: float, peak_gbps: float | None) -> str:
+    """eager / compile / ours times, speed-ups of ours, and ours' bandwidth as % of peak."""
+    bw = f"{100 * min_gb / (times['ours'] / 1e3) / peak_gbps:5.0f}" if peak_gbps else "  n/a"
+    comp = times.get("compile", float("nan"))
+    return (f"{times['eager']:9.3f} {comp:8.3f} {times['ours']:8.3f} "
+            f"{times['eager'] / times['ours']:5.2f} {comp / times['ours']:5.2f} {bw}")
+
+
 def bench_cascades(args) -> None:
     from largekernel.kernels.triton_cascade import depthwise_cascade, plain_cascade
 
@@ -96,33 +118,16 @@ def bench_cascades(args) -> None:
                     x = x.to(memory_format=torch.channels_last)
                 x.requires_grad_(True)
                 grad_out = torch.randn_like(x)
-                leaves = [x, *weights, *biases]
                 impls = {"eager": plain_cascade, "ours": depthwise_cascade}
                 if not args.no_compile:
                     torch._dynamo.reset()  # a fresh compile per configuration, no recompile limit hit
                     impls["compile"] = torch.compile(plain_cascade, dynamic=False)
                 fwd, fwd_bwd = {}, {}
                 for impl_name, impl in impls.items():
-                    def forward(impl=impl):
-                        with torch.no_grad():
-                            return impl(x, weights, biases, dilations)
-
-                    def forward_backward(impl=impl):
-                        y = impl(x, weights, biases, dilations)
-                        return torch.autograd.grad(y, leaves, grad_out)
-
-                    fwd[impl_name] = _bench_ms(forward)
-                    fwd_bwd[impl_name] = _bench_ms(forward_backward)
+                    fwd[impl_name], fwd_bwd[impl_name] = _time_impl(impl, x, weights, biases, dilations, grad_out)
                 tensor_gb = x.numel() * x.element_size() / 1e9
-
-                def cells(times, tensors):
-                    bw = f"{100 * tensors * tensor_gb / (times['ours'] / 1e3) / peak:5.0f}" if peak else "  n/a"
-                    comp = times.get("compile", float("nan"))
-                    return (f"{times['eager']:9.3f} {comp:8.3f} {times['ours']:8.3f} "
-                            f"{times['eager'] / times['ours']:5.2f} {comp / times['ours']:5.2f} {bw}")
-
-                print(f"{dim:>4} {f'{res}x{res}':>6} {kernel_size:>3} {dtype_name:>5} | {cells(fwd, 2)} | "
-                      f"{cells(fwd_bwd, 5)}", flush=True)
+                print(f"{dim:>4} {f'{res}x{res}':>6} {kernel_size:>3} {dtype_name:>5} | "
+                      f"{_cells(fwd, 2 * tensor_gb, peak)} | {_cells(fwd_bwd, 5 * tensor_gb, peak)}", flush=True)
 
 
 def _synchronize() -> None:

@@ -18,9 +18,9 @@ pytest.importorskip("triton")
 if os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("needs TRITON_INTERPRET=1 set before triton is imported", allow_module_level=True)
 
-from largekernel import LKA, LSKA  # noqa: E402
-from largekernel.kernels import fused_available, use_fused_kernels  # noqa: E402
-from largekernel.kernels import triton_cascade as tc  # noqa: E402
+from largekernel import LKA, LSKA
+from largekernel.kernels import fused_available, use_fused_kernels
+from largekernel.kernels import triton_cascade as tc
 
 DEPTHWISE = {
     LSKA: ["conv0h", "conv0v", "conv_spatial_h", "conv_spatial_v"],
@@ -65,8 +65,7 @@ def _module_grads(module, x, weight_out):
 
 def _compare_module(cls, kernel_size, shape, fused_calls, dtype=torch.float32, channels_last=False, tol=1e-5):
     torch.manual_seed(kernel_size + shape[2] * 7 + shape[3])
-    B, C, H, W = shape
-    module = cls(C, kernel_size).to(dtype)
+    module = cls(shape[1], kernel_size).to(dtype)
     x = torch.randn(shape, dtype=dtype)
     weight_out = torch.randn(shape, dtype=dtype)
     if channels_last:

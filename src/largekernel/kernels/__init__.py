@@ -20,7 +20,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-__all__ = ["set_fused_kernels", "fused_kernels_enabled", "use_fused_kernels", "fused_available", "fused_cascade"]
+__all__ = ["fused_available", "fused_cascade", "fused_kernels_enabled", "set_fused_kernels", "use_fused_kernels"]
 
 _enabled: bool = os.environ.get("LARGEKERNEL_FUSED", "1") != "0"
 

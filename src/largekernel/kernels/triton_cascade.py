@@ -11,12 +11,14 @@ Design (memory traffic is what matters: these convolutions do a few FMAs per byt
   ``SH x SW``; when a side of the image fits in 64 pixels the block covers the whole side (no
   halo: outside the image is zero anyway; VAN's 56/28/14/7 maps are one block per plane), else
   the side is tiled with a halo equal to the cascade's total radius so the interior is exact
-  (64-pixel blocks, 128 where the halo leaves a 64-block less than 16 pixels). Every stage is
-  computed over the whole block; wrong values near block edges (reads clipped to the block)
-  spread at most one stage radius per stage, so they never reach the interior.
+  (64-pixel blocks, 128 where the halo leaves a 64-block less than 16 pixels; the halo is
+  recomputed, e.g. 2.3x the work for an 80x80 map at k=23). Every stage is computed over the
+  whole block; wrong values near block edges (reads clipped to the block) spread at most one
+  stage radius per stage, so they never reach the interior.
 * Register budget (from compiling for sm_90 without a GPU, ``cuobjdump -res-usage``): 8 block
   elements per thread costs ~120 registers forward, ~128 backward, no spills; 128x128 blocks
-  spill, hence the 64-pixel whole-side limit.
+  spill (only used for large halos), hence the 64-pixel whole-side limit. None of this has been
+  timed on a GPU yet: block sizes and the persistent grid are untuned starting points.
 * Stages exchange data through a per-program scratch slot (fp32, ``SH*SW`` per buffer) written
   and read back by the same program between ``tl.debug_barrier()``s: Triton exposes no shared
   memory indexing, so shifted reads of an intermediate go through this slot, which stays in
@@ -42,15 +44,14 @@ imports triton.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import torch
 import triton
-from torch.autograd.function import once_differentiable
 import triton.language as tl
+from torch.autograd.function import once_differentiable
 
-__all__ = ["lska_cascade", "lka_cascade", "depthwise_cascade", "plain_cascade"]
+__all__ = ["depthwise_cascade", "lka_cascade", "lska_cascade", "plain_cascade"]
 
 MAX_STAGES = 4
 # A side up to this many pixels is covered by one block (no halo); longer sides are tiled.
@@ -58,10 +59,6 @@ _WHOLE_SIDE_MAX = 64
 # Block sides tried for tiled axes, smallest first; the first leaving an interior >= _MIN_TILE wins.
 _TILED_BLOCKS: tuple[int, ...] = (64, 128)
 _MIN_TILE = 16
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -291,8 +288,8 @@ def _plan(H: int, W: int, stages: Sequence[tuple[int, int, int]]) -> dict | None
         return None
     SH, tile_h, tiles_h, halo_h = rows
     SW, tile_w, tiles_w, halo_w = cols
-    return dict(SH=SH, SW=SW, tile_h=tile_h, tile_w=tile_w, tiles_w=tiles_w, n_tiles=tiles_h * tiles_w,
-                halo_h=halo_h, halo_w=halo_w)
+    return {"SH": SH, "SW": SW, "tile_h": tile_h, "tile_w": tile_w, "tiles_w": tiles_w,
+            "n_tiles": tiles_h * tiles_w, "halo_h": halo_h, "halo_w": halo_w}
 
 
 def supports(x: torch.Tensor, stages: Sequence[tuple[int, int, int]]) -> bool:

@@ -12,7 +12,7 @@ of the GPU's peak. The bandwidth counts the unavoidable traffic only: forward re
 the output (2 tensors), forward+backward additionally reads x and grad_out and writes grad_x
 (5 tensors in all); weights are negligible.
 
-Then VAN-LSKA-Tiny training throughput (224x224, bfloat16 autocast, SGD step, channels_last) with the fused
+Then VAN-LSKA-Tiny training throughput (224x224, bfloat16 autocast, SGD step, NCHW) with the fused
 kernels off (eager) and on. Needs a CUDA GPU and triton; exits with a message otherwise.
 """
 
@@ -143,10 +143,11 @@ def bench_model_throughput(args) -> None:
         print("VAN-LSKA-Tiny throughput: skipped (largekernel.create_model not available on this branch)")
         return
     torch.manual_seed(0)
-    model = largekernel.create_model("van_lska_tiny").to(DEVICE).to(memory_format=torch.channels_last)
+    memory_format = torch.channels_last if args.model_channels_last else torch.contiguous_format
+    model = largekernel.create_model("van_lska_tiny").to(DEVICE).to(memory_format=memory_format)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     size = args.model_image_size
-    images = torch.randn(args.model_batch, 3, size, size, device=DEVICE).to(memory_format=torch.channels_last)
+    images = torch.randn(args.model_batch, 3, size, size, device=DEVICE).to(memory_format=memory_format)
     labels = torch.randint(0, 1000, (args.model_batch,), device=DEVICE)
     if not fused_available(images):
         print("VAN-LSKA-Tiny throughput: note: the fused path is unavailable here, both rows run eager")
@@ -170,7 +171,8 @@ def bench_model_throughput(args) -> None:
             _synchronize()
         results[label] = args.model_steps * args.model_batch / (time.perf_counter() - start)
     eager = results["eager (fused off)"]
-    print(f"\nVAN-LSKA-Tiny training, {size}x{size}, bf16 autocast, batch {args.model_batch}, channels_last:")
+    print(f"\nVAN-LSKA-Tiny training, {size}x{size}, bf16 autocast, batch {args.model_batch}, "
+          f"{'channels_last' if args.model_channels_last else 'NCHW'}:")
     for label, images_per_s in results.items():
         print(f"  {label:<18} {images_per_s:8.1f} images/s  ({images_per_s / eager:.2f}x eager)")
 
@@ -189,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-batch", type=int, default=64)
     parser.add_argument("--model-steps", type=int, default=20)
     parser.add_argument("--model-image-size", type=int, default=224)
+    parser.add_argument("--model-channels-last", action="store_true", help="train the model in channels_last")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("benchmarks/triton_cascade.py needs CUDA (a GPU); none is available here.", file=sys.stderr)

@@ -188,6 +188,19 @@ def test_van_grad_checkpointing_gives_same_gradients():
         torch.testing.assert_close(parameter.grad, plain[name], msg=name)
 
 
+def test_van_grad_checkpointing_updates_batchnorm_statistics_once():
+    torch.manual_seed(0)
+    plain = lk.create_model("van_b0", num_classes=4, embed_dims=(8, 16, 16, 32), depths=(1, 1, 1, 1))
+    checkpointed = lk.create_model("van_b0", num_classes=4, embed_dims=(8, 16, 16, 32), depths=(1, 1, 1, 1))
+    checkpointed.load_state_dict(plain.state_dict())
+    checkpointed.set_grad_checkpointing(True)
+    x = torch.randn(2, 3, 32, 32)
+    for model in (plain, checkpointed):
+        model(x).sum().backward()
+    for (name, ours), theirs in zip(checkpointed.state_dict().items(), plain.state_dict().values()):
+        torch.testing.assert_close(ours, theirs, msg=name)
+
+
 def test_van_any_kernel_and_dilation_override():
     model = lk.create_model("van_b0", kernel_size=31, dilation=4, depths=(1, 1, 1, 1), num_classes=5).eval()
     unit = model.block1[0].attn.spatial_gating_unit

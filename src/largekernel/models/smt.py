@@ -15,10 +15,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..layers import SAM, DropPath
-from ._common import IMAGENET_MEAN, IMAGENET_STD, check_out_indices, check_stage_lists, feature_info, init_weights
+from ._common import IMAGENET_MEAN, IMAGENET_STD, check_out_indices, checkpoint_block, check_stage_lists, feature_info, init_weights
 from .registry import register_model
 
 __all__ = ["SMT", "MSA", "SMT_CONFIGS"]
@@ -350,7 +349,7 @@ class SMT(nn.Module):
         x, height, width = getattr(self, f"patch_embed{i + 1}")(x)
         for block in getattr(self, f"block{i + 1}"):
             if self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, height, width, use_reentrant=False)
+                x = checkpoint_block(block, x, height, width)
             else:
                 x = block(x, height, width)
         x = getattr(self, f"norm{i + 1}")(x)

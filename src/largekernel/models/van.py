@@ -17,11 +17,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..layers import DropPath, SpatialGatingAttention
 from ..layers.attention import ATTENTIONS
-from ._common import IMAGENET_MEAN, IMAGENET_STD, check_out_indices, check_stage_lists, feature_info, init_weights
+from ._common import IMAGENET_MEAN, IMAGENET_STD, check_out_indices, checkpoint_block, check_stage_lists, feature_info, init_weights
 from .registry import register_model
 
 __all__ = ["VAN", "VAN_CONFIGS", "checkpoint_filter", "to_hf_layout", "to_mmpretrain_layout"]
@@ -232,7 +231,7 @@ class VAN(nn.Module):
         x = getattr(self, f"patch_embed{i + 1}")(x)
         for block in getattr(self, f"block{i + 1}"):
             if self.grad_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, use_reentrant=False)
+                x = checkpoint_block(block, x)
             else:
                 x = block(x)
         # LayerNorm over channels, on the NHWC view (same as the reference's token form)

@@ -15,16 +15,18 @@ Design (memory traffic is what matters: these convolutions do a few FMAs per byt
   recomputed, e.g. 2.3x the work for an 80x80 map at k=23). Every stage is computed over the
   whole block; wrong values near block edges (reads clipped to the block) spread at most one
   stage radius per stage, so they never reach the interior.
-* Register budget (from compiling for sm_90 without a GPU, ``cuobjdump -res-usage``): 8 block
-  elements per thread costs ~120 registers forward, ~128 backward, no spills; 128x128 blocks
-  spill (only used for large halos), hence the 64-pixel whole-side limit. None of this has been
-  timed on a GPU yet: block sizes and the persistent grid are untuned starting points.
-* Stages exchange data through a per-program scratch slot (fp32, ``SH*SW`` per buffer) written
-  and read back by the same program between ``tl.debug_barrier()``s: Triton exposes no shared
-  memory indexing, so shifted reads of an intermediate go through this slot, which stays in
-  L1/L2. The grid is persistent (a few programs per SM looping over work items) so the scratch
-  working set is ``programs x buffers x SH x SW x 4`` bytes (~10-20 MB at 64x64 blocks), not
-  the tensor size.
+* Stages exchange data through a per-program scratch slot (fp32): buffers of the block plus a
+  zero border as wide as the largest single-stage reach, written and read back by the same
+  program between ``tl.debug_barrier()``s. Triton exposes no shared-memory indexing, so shifted
+  reads of an intermediate go through this slot, which stays in L1/L2. Thanks to the zero
+  border every tap is an unmasked load at a compile-time offset (taps unrolled): per tap and
+  element one load and one FMA, no index or mask arithmetic. The border is zeroed once per
+  program; the grid is persistent (a few programs per SM looping over work items) so the
+  scratch working set is ``programs x buffers x slot x 4`` bytes, not the tensor size.
+* Register budget (compiled for sm_90 without a GPU, ``cuobjdump -res-usage``, 64x64 blocks,
+  16 warps): 64-84 registers, no or tiny spills; the earlier masked version needed 118-128
+  registers and ~5x the instructions per tap. None of this has been timed on a GPU yet: block
+  sizes and the persistent grid are untuned starting points.
 * Forward: reads ``x`` once, writes the cascade output once (eager PyTorch: 4 reads + 4 writes
   for LSKA, 2 + 2 for LKA). All arithmetic in fp32 (fp64 for fp64 inputs).
 * Backward: one kernel recomputes the forward intermediates of its tile in scratch, then walks
@@ -67,48 +69,46 @@ _MIN_TILE = 16
 
 
 @triton.jit
-def _stage(
-    src, s_h, s_w, src_r0, src_c0, lim_h, lim_w,  # source: element (r, c) at src + (r-src_r0)*s_h + (c-src_c0)*s_w
-    gr, gc, H, W,  # [SH, 1], [1, SW] image coordinates of the block
-    w_ptr, bias,  # this channel's stage weights (KH*KW) and its bias (scalar, already 0 when unused)
-    KH: tl.constexpr, KW: tl.constexpr, D: tl.constexpr, FLIP: tl.constexpr,
+def _conv(
+    buf, pos, gr, gc, H, W, w_ptr, bias,
+    KH: tl.constexpr, KW: tl.constexpr, D: tl.constexpr, FLIP: tl.constexpr, PW: tl.constexpr,
 ):
-    """One depthwise conv (cross-correlation, or convolution with FLIP) over the block, zero outside the image."""
-    acc = tl.zeros_like((gr + gc).to(w_ptr.dtype.element_ty)) + bias
-    for i in range(KH):
-        rr = gr + (D * i - D * (KH - 1) // 2)
-        lr = rr - src_r0
-        row_ok = (rr >= 0) & (rr < H) & (lr >= 0) & (lr < lim_h)
-        for j in range(KW):
-            cc = gc + (D * j - D * (KW - 1) // 2)
-            lc = cc - src_c0
-            ok = row_ok & (cc >= 0) & (cc < W) & (lc >= 0) & (lc < lim_w)
+    """One depthwise conv (cross-correlation, or convolution with FLIP) over the block, zero outside the image.
+
+    ``buf + pos`` addresses the block inside a zero-bordered scratch buffer of row stride ``PW``,
+    so every tap is an unmasked load at a compile-time offset: no index or mask arithmetic.
+    """
+    acc = tl.zeros_like((gr + gc).to(buf.dtype.element_ty)) + bias
+    ptrs = buf + pos
+    for i in tl.static_range(KH):
+        for j in tl.static_range(KW):
             if FLIP:
                 wv = tl.load(w_ptr + (KH - 1 - i) * KW + (KW - 1 - j))
             else:
                 wv = tl.load(w_ptr + i * KW + j)
-            v = tl.load(src + lr * s_h + lc * s_w, mask=ok, other=0.0)
-            acc += wv * v.to(acc.dtype)
+            acc += wv * tl.load(ptrs + ((D * i - D * (KH - 1) // 2) * PW + (D * j - D * (KW - 1) // 2)))
     inside = (gr >= 0) & (gr < H) & (gc >= 0) & (gc < W)
     return tl.where(inside, acc, 0.0)
 
 
 @triton.jit
-def _weight_grad(
-    g_owned, src, s_h, s_w, src_r0, src_c0, lim_h, lim_w, gr, gc, H, W, part_ptr,
-    KH: tl.constexpr, KW: tl.constexpr, D: tl.constexpr,
-):
-    """part[i*KW+j] = sum over the block of g_owned * (source shifted by tap (i, j))."""
-    for i in range(KH):
-        rr = gr + (D * i - D * (KH - 1) // 2)
-        lr = rr - src_r0
-        row_ok = (rr >= 0) & (rr < H) & (lr >= 0) & (lr < lim_h)
-        for j in range(KW):
-            cc = gc + (D * j - D * (KW - 1) // 2)
-            lc = cc - src_c0
-            ok = row_ok & (cc >= 0) & (cc < W) & (lc >= 0) & (lc < lim_w)
-            v = tl.load(src + lr * s_h + lc * s_w, mask=ok, other=0.0).to(g_owned.dtype)
+def _weight_grad(g_owned, buf, pos, part_ptr, KH: tl.constexpr, KW: tl.constexpr, D: tl.constexpr,
+                 PW: tl.constexpr):
+    """part[i*KW+j] = sum over the block of g_owned * (stage input shifted by tap (i, j))."""
+    ptrs = buf + pos
+    for i in tl.static_range(KH):
+        for j in tl.static_range(KW):
+            v = tl.load(ptrs + ((D * i - D * (KH - 1) // 2) * PW + (D * j - D * (KW - 1) // 2)))
             tl.store(part_ptr + i * KW + j, tl.sum(tl.sum(g_owned * v, axis=1), axis=0))
+
+
+@triton.jit
+def _zero_slot(slot, numel, ZB: tl.constexpr):
+    """Zero a program's scratch slot once: the borders are never written again and serve as padding."""
+    offs = tl.arange(0, ZB)
+    for start in range(0, numel, ZB):
+        tl.store(slot + start + offs, tl.zeros([ZB], dtype=slot.dtype.element_ty), mask=start + offs < numel)
+    tl.debug_barrier()
 
 
 @triton.jit
@@ -117,15 +117,11 @@ def _item_coords(item, C, tiles_w, n_tiles, tile_h, tile_w, halo_h, halo_w, SH: 
     t = item % n_tiles
     b = plane // C
     c = plane % C
-    th = t // tiles_w
-    tw = t % tiles_w
-    r0 = th * tile_h - halo_h  # image coordinates of the block's (0, 0)
-    c0 = tw * tile_w - halo_w
-    lr = tl.arange(0, SH)[:, None]
-    lc = tl.arange(0, SW)[None, :]
-    gr = r0 + lr
-    gc = c0 + lc
-    return b, c, r0, c0, gr, gc, lr, lc, th * tile_h, tw * tile_w
+    own_r0 = (t // tiles_w) * tile_h  # first row / column this item writes
+    own_c0 = (t % tiles_w) * tile_w
+    gr = own_r0 - halo_h + tl.arange(0, SH)[:, None]  # image coordinates of the block
+    gc = own_c0 - halo_w + tl.arange(0, SW)[None, :]
+    return b, c, gr, gc, own_r0, own_c0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -143,34 +139,40 @@ def _cascade_fwd_kernel(
     K1H: tl.constexpr, K1W: tl.constexpr, D1: tl.constexpr, WO1: tl.constexpr,
     K2H: tl.constexpr, K2W: tl.constexpr, D2: tl.constexpr, WO2: tl.constexpr,
     K3H: tl.constexpr, K3W: tl.constexpr, D3: tl.constexpr, WO3: tl.constexpr,
-    SH: tl.constexpr, SW: tl.constexpr,
+    SH: tl.constexpr, SW: tl.constexpr, PADH: tl.constexpr, PADW: tl.constexpr,
 ):
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
-    BLK: tl.constexpr = SH * SW
-    buf0 = scratch_ptr + pid.to(tl.int64) * (2 * BLK)
-    buf1 = buf0 + BLK
+    PW: tl.constexpr = SW + 2 * PADW
+    SLOT: tl.constexpr = (SH + 2 * PADH) * PW  # one zero-bordered buffer
+    buf0 = scratch_ptr + pid.to(tl.int64) * (2 * SLOT)
+    buf1 = buf0 + SLOT
+    _zero_slot(buf0, 2 * SLOT, 1024)
+    pos = (tl.arange(0, SH)[:, None] + PADH) * PW + (tl.arange(0, SW)[None, :] + PADW)
     for item in range(pid, n_items, nprog):
-        b, c, r0, c0, gr, gc, lr, lc, own_r0, own_c0 = _item_coords(
+        b, c, gr, gc, own_r0, own_c0 = _item_coords(
             item, C, tiles_w, n_tiles, tile_h, tile_w, halo_h, halo_w, SH, SW)
+        inside = (gr >= 0) & (gr < H) & (gc >= 0) & (gc < W)
         x_plane = x_ptr + b.to(tl.int64) * sxb + c.to(tl.int64) * sxc
         wc = w_ptr + c * WT
         bc = b_ptr + c * NST
-        loc = lr * SW + lc
-        acc = _stage(x_plane, sxh, sxw, 0, 0, H, W, gr, gc, H, W, wc + WO0, tl.load(bc), K0H, K0W, D0, False)
+        # ping-pong: stage s reads buffer s % 2 and its output goes to the other one
+        tl.store(buf0 + pos, tl.load(x_plane + gr * sxh + gc * sxw, mask=inside, other=0.0).to(buf0.dtype.element_ty))
+        tl.debug_barrier()
+        acc = _conv(buf0, pos, gr, gc, H, W, wc + WO0, tl.load(bc), K0H, K0W, D0, False, PW)
         if NST > 1:
-            tl.store(buf0 + loc, acc)
+            tl.store(buf1 + pos, acc)
             tl.debug_barrier()
-            acc = _stage(buf0, SW, 1, r0, c0, SH, SW, gr, gc, H, W, wc + WO1, tl.load(bc + 1), K1H, K1W, D1, False)
+            acc = _conv(buf1, pos, gr, gc, H, W, wc + WO1, tl.load(bc + 1), K1H, K1W, D1, False, PW)
         if NST > 2:
-            tl.store(buf1 + loc, acc)
+            tl.store(buf0 + pos, acc)
             tl.debug_barrier()
-            acc = _stage(buf1, SW, 1, r0, c0, SH, SW, gr, gc, H, W, wc + WO2, tl.load(bc + 2), K2H, K2W, D2, False)
+            acc = _conv(buf0, pos, gr, gc, H, W, wc + WO2, tl.load(bc + 2), K2H, K2W, D2, False, PW)
         if NST > 3:
-            tl.store(buf0 + loc, acc)
+            tl.store(buf1 + pos, acc)
             tl.debug_barrier()
-            acc = _stage(buf0, SW, 1, r0, c0, SH, SW, gr, gc, H, W, wc + WO3, tl.load(bc + 3), K3H, K3W, D3, False)
-        own = (gr >= own_r0) & (gr < own_r0 + tile_h) & (gr < H) & (gc >= own_c0) & (gc < own_c0 + tile_w) & (gc < W)
+            acc = _conv(buf1, pos, gr, gc, H, W, wc + WO3, tl.load(bc + 3), K3H, K3W, D3, False, PW)
+        own = (gr >= own_r0) & (gr < own_r0 + tile_h) & (gc >= own_c0) & (gc < own_c0 + tile_w) & inside
         o_plane = out_ptr + b.to(tl.int64) * sob + c.to(tl.int64) * soc
         tl.store(o_plane + gr * soh + gc * sow, acc.to(out_ptr.dtype.element_ty), mask=own)
         tl.debug_barrier()  # the next item overwrites the scratch slot
@@ -178,26 +180,16 @@ def _cascade_fwd_kernel(
 
 @triton.jit
 def _bwd_stage(
-    s: tl.constexpr, NST: tl.constexpr, g, own,
-    x_plane, sxh, sxw, gy_plane, sgh, sgw, fbuf, gbuf, r0, c0, gr, gc, loc, H, W,
-    w_stage, wpart, bpart,
-    KH: tl.constexpr, KW: tl.constexpr, D: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    s: tl.constexpr, g, own, slot, gbuf, pos, gr, gc, H, W, w_stage, wpart, bpart,
+    KH: tl.constexpr, KW: tl.constexpr, D: tl.constexpr, PW: tl.constexpr, SLOT: tl.constexpr,
 ):
     """Gradients of stage ``s`` given ``g`` = d loss / d output_s over the block; returns d loss / d input_s."""
     g_owned = tl.where(own, g, 0.0)
     tl.store(bpart + s, tl.sum(tl.sum(g_owned, axis=1), axis=0))
-    if s == 0:
-        _weight_grad(g_owned, x_plane, sxh, sxw, 0, 0, H, W, gr, gc, H, W, wpart, KH, KW, D)
-    else:
-        # input of stage s = forward intermediate s, kept in scratch buffer s - 1
-        _weight_grad(g_owned, fbuf + (s - 1) * (SH * SW), SW, 1, r0, c0, SH, SW, gr, gc, H, W, wpart, KH, KW, D)
-    if s == NST - 1:
-        g_in = _stage(gy_plane, sgh, sgw, 0, 0, H, W, gr, gc, H, W, w_stage, 0.0, KH, KW, D, True)
-    else:
-        tl.store(gbuf + loc, g)
-        tl.debug_barrier()
-        g_in = _stage(gbuf, SW, 1, r0, c0, SH, SW, gr, gc, H, W, w_stage, 0.0, KH, KW, D, True)
-    return g_in
+    _weight_grad(g_owned, slot + s * SLOT, pos, wpart, KH, KW, D, PW)  # buffer s holds stage s's input
+    tl.store(gbuf + pos, g)
+    tl.debug_barrier()
+    return _conv(gbuf, pos, gr, gc, H, W, w_stage, 0.0, KH, KW, D, True, PW)
 
 
 @triton.jit
@@ -210,53 +202,58 @@ def _cascade_bwd_kernel(
     K1H: tl.constexpr, K1W: tl.constexpr, D1: tl.constexpr, WO1: tl.constexpr,
     K2H: tl.constexpr, K2W: tl.constexpr, D2: tl.constexpr, WO2: tl.constexpr,
     K3H: tl.constexpr, K3W: tl.constexpr, D3: tl.constexpr, WO3: tl.constexpr,
-    SH: tl.constexpr, SW: tl.constexpr,
+    SH: tl.constexpr, SW: tl.constexpr, PADH: tl.constexpr, PADW: tl.constexpr,
 ):
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
-    BLK: tl.constexpr = SH * SW
-    # scratch slot: NST - 1 forward intermediates, then two gradient buffers (ping-pong)
-    fbuf = scratch_ptr + pid.to(tl.int64) * ((NST + 1) * BLK)
-    gbuf0 = fbuf + (NST - 1) * BLK
-    gbuf1 = gbuf0 + BLK
+    PW: tl.constexpr = SW + 2 * PADW
+    SLOT: tl.constexpr = (SH + 2 * PADH) * PW
+    # scratch slot: buffer s = input of stage s (x, then the forward intermediates), then two
+    # gradient buffers used alternately
+    slot = scratch_ptr + pid.to(tl.int64) * ((NST + 2) * SLOT)
+    gbuf0 = slot + NST * SLOT
+    gbuf1 = gbuf0 + SLOT
+    _zero_slot(slot, (NST + 2) * SLOT, 1024)
+    pos = (tl.arange(0, SH)[:, None] + PADH) * PW + (tl.arange(0, SW)[None, :] + PADW)
     for item in range(pid, n_items, nprog):
-        b, c, r0, c0, gr, gc, lr, lc, own_r0, own_c0 = _item_coords(
+        b, c, gr, gc, own_r0, own_c0 = _item_coords(
             item, C, tiles_w, n_tiles, tile_h, tile_w, halo_h, halo_w, SH, SW)
+        inside = (gr >= 0) & (gr < H) & (gc >= 0) & (gc < W)
+        own = (gr >= own_r0) & (gr < own_r0 + tile_h) & (gc >= own_c0) & (gc < own_c0 + tile_w) & inside
         x_plane = x_ptr + b.to(tl.int64) * sxb + c.to(tl.int64) * sxc
         gy_plane = gy_ptr + b.to(tl.int64) * sgb + c.to(tl.int64) * sgc
         wc = w_ptr + c * WT
         bc = b_ptr + c * NST
         wpart = wpart_ptr + item * WT
         bpart = bpart_ptr + item * NST
-        loc = lr * SW + lc
-        inside = (gr >= 0) & (gr < H) & (gc >= 0) & (gc < W)
-        own = (gr >= own_r0) & (gr < own_r0 + tile_h) & (gc >= own_c0) & (gc < own_c0 + tile_w) & inside
-        # recompute the forward intermediates (inputs of stages 1..NST-1) into scratch
+        # recompute the stage inputs into buffers 0..NST-1
+        tl.store(slot + pos, tl.load(x_plane + gr * sxh + gc * sxw, mask=inside, other=0.0).to(slot.dtype.element_ty))
+        tl.debug_barrier()
         if NST > 1:
-            h = _stage(x_plane, sxh, sxw, 0, 0, H, W, gr, gc, H, W, wc + WO0, tl.load(bc), K0H, K0W, D0, False)
-            tl.store(fbuf + loc, h)
+            h = _conv(slot, pos, gr, gc, H, W, wc + WO0, tl.load(bc), K0H, K0W, D0, False, PW)
+            tl.store(slot + SLOT + pos, h)
             tl.debug_barrier()
         if NST > 2:
-            h = _stage(fbuf, SW, 1, r0, c0, SH, SW, gr, gc, H, W, wc + WO1, tl.load(bc + 1), K1H, K1W, D1, False)
-            tl.store(fbuf + BLK + loc, h)
+            h = _conv(slot + SLOT, pos, gr, gc, H, W, wc + WO1, tl.load(bc + 1), K1H, K1W, D1, False, PW)
+            tl.store(slot + 2 * SLOT + pos, h)
             tl.debug_barrier()
         if NST > 3:
-            h = _stage(fbuf + BLK, SW, 1, r0, c0, SH, SW, gr, gc, H, W, wc + WO2, tl.load(bc + 2), K2H, K2W, D2, False)
-            tl.store(fbuf + 2 * BLK + loc, h)
+            h = _conv(slot + 2 * SLOT, pos, gr, gc, H, W, wc + WO2, tl.load(bc + 2), K2H, K2W, D2, False, PW)
+            tl.store(slot + 3 * SLOT + pos, h)
             tl.debug_barrier()
         # walk back from the last stage; g = d loss / d (output of the current stage)
-        g = tl.load(gy_plane + gr * sgh + gc * sgw, mask=inside, other=0.0).to(w_ptr.dtype.element_ty)
+        g = tl.load(gy_plane + gr * sgh + gc * sgw, mask=inside, other=0.0).to(slot.dtype.element_ty)
         if NST > 3:
-            g = _bwd_stage(3, NST, g, own, x_plane, sxh, sxw, gy_plane, sgh, sgw, fbuf, gbuf1, r0, c0, gr, gc, loc,
-                           H, W, wc + WO3, wpart + WO3, bpart, K3H, K3W, D3, SH, SW)
+            g = _bwd_stage(3, g, own, slot, gbuf1, pos, gr, gc, H, W, wc + WO3, wpart + WO3, bpart,
+                           K3H, K3W, D3, PW, SLOT)
         if NST > 2:
-            g = _bwd_stage(2, NST, g, own, x_plane, sxh, sxw, gy_plane, sgh, sgw, fbuf, gbuf0, r0, c0, gr, gc, loc,
-                           H, W, wc + WO2, wpart + WO2, bpart, K2H, K2W, D2, SH, SW)
+            g = _bwd_stage(2, g, own, slot, gbuf0, pos, gr, gc, H, W, wc + WO2, wpart + WO2, bpart,
+                           K2H, K2W, D2, PW, SLOT)
         if NST > 1:
-            g = _bwd_stage(1, NST, g, own, x_plane, sxh, sxw, gy_plane, sgh, sgw, fbuf, gbuf1, r0, c0, gr, gc, loc,
-                           H, W, wc + WO1, wpart + WO1, bpart, K1H, K1W, D1, SH, SW)
-        g = _bwd_stage(0, NST, g, own, x_plane, sxh, sxw, gy_plane, sgh, sgw, fbuf, gbuf0, r0, c0, gr, gc, loc,
-                       H, W, wc + WO0, wpart + WO0, bpart, K0H, K0W, D0, SH, SW)
+            g = _bwd_stage(1, g, own, slot, gbuf1, pos, gr, gc, H, W, wc + WO1, wpart + WO1, bpart,
+                           K1H, K1W, D1, PW, SLOT)
+        g = _bwd_stage(0, g, own, slot, gbuf0, pos, gr, gc, H, W, wc + WO0, wpart + WO0, bpart,
+                       K0H, K0W, D0, PW, SLOT)
         gx_plane = gx_ptr + b.to(tl.int64) * sdb + c.to(tl.int64) * sdc
         tl.store(gx_plane + gr * sdh + gc * sdw, g.to(gx_ptr.dtype.element_ty), mask=own)
         tl.debug_barrier()  # the next item overwrites the scratch slot
@@ -288,8 +285,12 @@ def _plan(H: int, W: int, stages: Sequence[tuple[int, int, int]]) -> dict | None
         return None
     SH, tile_h, tiles_h, halo_h = rows
     SW, tile_w, tiles_w, halo_w = cols
+    # zero border of the scratch buffers: the largest single-stage reach along each axis
+    pad_h = max(d * (kh - 1) // 2 for kh, _, d in stages)
+    pad_w = max(d * (kw - 1) // 2 for _, kw, d in stages)
     return {"SH": SH, "SW": SW, "tile_h": tile_h, "tile_w": tile_w, "tiles_w": tiles_w,
-            "n_tiles": tiles_h * tiles_w, "halo_h": halo_h, "halo_w": halo_w}
+            "n_tiles": tiles_h * tiles_w, "halo_h": halo_h, "halo_w": halo_w, "PADH": pad_h, "PADW": pad_w,
+            "slot": (SH + 2 * pad_h) * (SW + 2 * pad_w)}
 
 
 def supports(x: torch.Tensor, stages: Sequence[tuple[int, int, int]]) -> bool:
@@ -325,7 +326,7 @@ def _grid_size(n_items: int, device: torch.device, warps_per_sm: int, num_warps:
     if device.type != "cuda":  # interpreter: a few programs, enough to exercise the persistent loop
         return max(1, min(n_items, 3))
     sms = torch.cuda.get_device_properties(device).multi_processor_count
-    per_sm = min(32, max(2, warps_per_sm // num_warps))
+    per_sm = min(32, max(1, warps_per_sm // num_warps))
     return max(1, min(n_items, sms * per_sm))
 
 
@@ -350,12 +351,12 @@ class _DepthwiseCascade(torch.autograd.Function):
         n_items = B * C * plan["n_tiles"]
         num_warps = _num_warps(plan)
         grid = _grid_size(n_items, x.device, warps_per_sm=32, num_warps=num_warps)
-        scratch = torch.empty(grid * 2 * plan["SH"] * plan["SW"], device=x.device, dtype=acc)
+        scratch = torch.empty(grid * 2 * plan["slot"], device=x.device, dtype=acc)
         _cascade_fwd_kernel[(grid,)](
             x, out, w_all, b_all, scratch,
             C, H, W, n_items, plan["tiles_w"], plan["n_tiles"], plan["tile_h"], plan["tile_w"],
             plan["halo_h"], plan["halo_w"], *x.stride(), *out.stride(),
-            SH=plan["SH"], SW=plan["SW"], num_warps=num_warps, **meta,
+            SH=plan["SH"], SW=plan["SW"], PADH=plan["PADH"], PADW=plan["PADW"], num_warps=num_warps, **meta,
         )
         ctx.save_for_backward(x, w_all, b_all)
         ctx.stages, ctx.plan, ctx.meta = stages, plan, meta
@@ -371,10 +372,10 @@ class _DepthwiseCascade(torch.autograd.Function):
         acc = w_all.dtype
         n_items = B * C * plan["n_tiles"]
         num_warps = _num_warps(plan)
-        # the backward slot holds NST + 1 buffers: fewer resident programs keep the scratch in L2
+        # the backward slot holds NST + 2 buffers: fewer resident programs keep the scratch in L2
         grid = _grid_size(n_items, x.device, warps_per_sm=16, num_warps=num_warps)
         nst = len(stages)
-        scratch = torch.empty(grid * (nst + 1) * plan["SH"] * plan["SW"], device=x.device, dtype=acc)
+        scratch = torch.empty(grid * (nst + 2) * plan["slot"], device=x.device, dtype=acc)
         wpart = torch.empty(n_items, meta["WT"], device=x.device, dtype=acc)
         bpart = torch.empty(n_items, nst, device=x.device, dtype=acc)
         grad_x = torch.empty_like(x)
@@ -382,7 +383,7 @@ class _DepthwiseCascade(torch.autograd.Function):
             x, grad_out, grad_x, w_all, b_all, scratch, wpart, bpart,
             C, H, W, n_items, plan["tiles_w"], plan["n_tiles"], plan["tile_h"], plan["tile_w"],
             plan["halo_h"], plan["halo_w"], *x.stride(), *grad_out.stride(), *grad_x.stride(),
-            SH=plan["SH"], SW=plan["SW"], num_warps=num_warps, **meta,
+            SH=plan["SH"], SW=plan["SW"], PADH=plan["PADH"], PADW=plan["PADW"], num_warps=num_warps, **meta,
         )
         # second stage of the reduction: items are ordered (batch, channel, tile)
         grad_w_all = wpart.view(B, C, plan["n_tiles"], -1).sum((0, 2))

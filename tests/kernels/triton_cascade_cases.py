@@ -91,7 +91,9 @@ def _compare_module(cls, kernel_size, shape, fused_calls, dtype=torch.float32, c
 
 @pytest.mark.parametrize(
     "kernel_size, shape",
-    [(7, (2, 2, 9, 6)), (11, (1, 2, 8, 11)), (15, (1, 2, 10, 7)), (23, (1, 2, 13, 12))],
+    [(7, (2, 2, 9, 6)), (11, (1, 2, 8, 11)), (15, (1, 2, 10, 7)), (23, (1, 2, 13, 12)),
+     # dilated taps reaching past the whole 8-pixel block (VAN's 7x7 stage at k=53): skipped taps
+     (23, (1, 2, 5, 6)), (53, (1, 1, 7, 7))],
 )
 def test_lska_matches_plain(kernel_size, shape, fused_calls):
     _compare_module(LSKA, kernel_size, shape, fused_calls)

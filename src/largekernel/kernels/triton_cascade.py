@@ -71,35 +71,45 @@ _MIN_TILE = 16
 @triton.jit
 def _conv(
     buf, pos, gr, gc, H, W, w_ptr, bias,
-    KH: tl.constexpr, KW: tl.constexpr, D: tl.constexpr, FLIP: tl.constexpr, PW: tl.constexpr,
+    KH: tl.constexpr, KW: tl.constexpr, D: tl.constexpr, FLIP: tl.constexpr,
+    PW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
 ):
     """One depthwise conv (cross-correlation, or convolution with FLIP) over the block, zero outside the image.
 
     ``buf + pos`` addresses the block inside a zero-bordered scratch buffer of row stride ``PW``,
     so every tap is an unmasked load at a compile-time offset: no index or mask arithmetic.
+    Taps reaching a whole block side or further only ever read zeros and are skipped.
     """
     acc = tl.zeros_like((gr + gc).to(buf.dtype.element_ty)) + bias
     ptrs = buf + pos
     for i in tl.static_range(KH):
         for j in tl.static_range(KW):
-            if FLIP:
-                wv = tl.load(w_ptr + (KH - 1 - i) * KW + (KW - 1 - j))
-            else:
-                wv = tl.load(w_ptr + i * KW + j)
-            acc += wv * tl.load(ptrs + ((D * i - D * (KH - 1) // 2) * PW + (D * j - D * (KW - 1) // 2)))
+            off_r = D * i - D * (KH - 1) // 2  # constexpr (static loop)
+            off_c = D * j - D * (KW - 1) // 2
+            if off_r < SH and -off_r < SH and off_c < SW and -off_c < SW:
+                if FLIP:
+                    wv = tl.load(w_ptr + (KH - 1 - i) * KW + (KW - 1 - j))
+                else:
+                    wv = tl.load(w_ptr + i * KW + j)
+                acc += wv * tl.load(ptrs + (off_r * PW + off_c))
     inside = (gr >= 0) & (gr < H) & (gc >= 0) & (gc < W)
     return tl.where(inside, acc, 0.0)
 
 
 @triton.jit
 def _weight_grad(g_owned, buf, pos, part_ptr, KH: tl.constexpr, KW: tl.constexpr, D: tl.constexpr,
-                 PW: tl.constexpr):
+                 PW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr):
     """part[i*KW+j] = sum over the block of g_owned * (stage input shifted by tap (i, j))."""
     ptrs = buf + pos
     for i in tl.static_range(KH):
         for j in tl.static_range(KW):
-            v = tl.load(ptrs + ((D * i - D * (KH - 1) // 2) * PW + (D * j - D * (KW - 1) // 2)))
-            tl.store(part_ptr + i * KW + j, tl.sum(tl.sum(g_owned * v, axis=1), axis=0))
+            off_r = D * i - D * (KH - 1) // 2  # constexpr (static loop)
+            off_c = D * j - D * (KW - 1) // 2
+            if off_r < SH and -off_r < SH and off_c < SW and -off_c < SW:
+                v = tl.load(ptrs + (off_r * PW + off_c))
+                tl.store(part_ptr + i * KW + j, tl.sum(tl.sum(g_owned * v, axis=1), axis=0))
+            else:  # this tap only ever sees zero padding
+                tl.store(part_ptr + i * KW + j, 0.0)
 
 
 @triton.jit
@@ -159,19 +169,19 @@ def _cascade_fwd_kernel(
         # ping-pong: stage s reads buffer s % 2 and its output goes to the other one
         tl.store(buf0 + pos, tl.load(x_plane + gr * sxh + gc * sxw, mask=inside, other=0.0).to(buf0.dtype.element_ty))
         tl.debug_barrier()
-        acc = _conv(buf0, pos, gr, gc, H, W, wc + WO0, tl.load(bc), K0H, K0W, D0, False, PW)
+        acc = _conv(buf0, pos, gr, gc, H, W, wc + WO0, tl.load(bc), K0H, K0W, D0, False, PW, SH, SW)
         if NST > 1:
             tl.store(buf1 + pos, acc)
             tl.debug_barrier()
-            acc = _conv(buf1, pos, gr, gc, H, W, wc + WO1, tl.load(bc + 1), K1H, K1W, D1, False, PW)
+            acc = _conv(buf1, pos, gr, gc, H, W, wc + WO1, tl.load(bc + 1), K1H, K1W, D1, False, PW, SH, SW)
         if NST > 2:
             tl.store(buf0 + pos, acc)
             tl.debug_barrier()
-            acc = _conv(buf0, pos, gr, gc, H, W, wc + WO2, tl.load(bc + 2), K2H, K2W, D2, False, PW)
+            acc = _conv(buf0, pos, gr, gc, H, W, wc + WO2, tl.load(bc + 2), K2H, K2W, D2, False, PW, SH, SW)
         if NST > 3:
             tl.store(buf1 + pos, acc)
             tl.debug_barrier()
-            acc = _conv(buf1, pos, gr, gc, H, W, wc + WO3, tl.load(bc + 3), K3H, K3W, D3, False, PW)
+            acc = _conv(buf1, pos, gr, gc, H, W, wc + WO3, tl.load(bc + 3), K3H, K3W, D3, False, PW, SH, SW)
         own = (gr >= own_r0) & (gr < own_r0 + tile_h) & (gc >= own_c0) & (gc < own_c0 + tile_w) & inside
         o_plane = out_ptr + b.to(tl.int64) * sob + c.to(tl.int64) * soc
         tl.store(o_plane + gr * soh + gc * sow, acc.to(out_ptr.dtype.element_ty), mask=own)
@@ -182,14 +192,15 @@ def _cascade_fwd_kernel(
 def _bwd_stage(
     s: tl.constexpr, g, own, slot, gbuf, pos, gr, gc, H, W, w_stage, wpart, bpart,
     KH: tl.constexpr, KW: tl.constexpr, D: tl.constexpr, PW: tl.constexpr, SLOT: tl.constexpr,
+    SH: tl.constexpr, SW: tl.constexpr,
 ):
     """Gradients of stage ``s`` given ``g`` = d loss / d output_s over the block; returns d loss / d input_s."""
     g_owned = tl.where(own, g, 0.0)
     tl.store(bpart + s, tl.sum(tl.sum(g_owned, axis=1), axis=0))
-    _weight_grad(g_owned, slot + s * SLOT, pos, wpart, KH, KW, D, PW)  # buffer s holds stage s's input
+    _weight_grad(g_owned, slot + s * SLOT, pos, wpart, KH, KW, D, PW, SH, SW)  # buffer s holds stage s's input
     tl.store(gbuf + pos, g)
     tl.debug_barrier()
-    return _conv(gbuf, pos, gr, gc, H, W, w_stage, 0.0, KH, KW, D, True, PW)
+    return _conv(gbuf, pos, gr, gc, H, W, w_stage, 0.0, KH, KW, D, True, PW, SH, SW)
 
 
 @triton.jit
@@ -230,30 +241,30 @@ def _cascade_bwd_kernel(
         tl.store(slot + pos, tl.load(x_plane + gr * sxh + gc * sxw, mask=inside, other=0.0).to(slot.dtype.element_ty))
         tl.debug_barrier()
         if NST > 1:
-            h = _conv(slot, pos, gr, gc, H, W, wc + WO0, tl.load(bc), K0H, K0W, D0, False, PW)
+            h = _conv(slot, pos, gr, gc, H, W, wc + WO0, tl.load(bc), K0H, K0W, D0, False, PW, SH, SW)
             tl.store(slot + SLOT + pos, h)
             tl.debug_barrier()
         if NST > 2:
-            h = _conv(slot + SLOT, pos, gr, gc, H, W, wc + WO1, tl.load(bc + 1), K1H, K1W, D1, False, PW)
+            h = _conv(slot + SLOT, pos, gr, gc, H, W, wc + WO1, tl.load(bc + 1), K1H, K1W, D1, False, PW, SH, SW)
             tl.store(slot + 2 * SLOT + pos, h)
             tl.debug_barrier()
         if NST > 3:
-            h = _conv(slot + 2 * SLOT, pos, gr, gc, H, W, wc + WO2, tl.load(bc + 2), K2H, K2W, D2, False, PW)
+            h = _conv(slot + 2 * SLOT, pos, gr, gc, H, W, wc + WO2, tl.load(bc + 2), K2H, K2W, D2, False, PW, SH, SW)
             tl.store(slot + 3 * SLOT + pos, h)
             tl.debug_barrier()
         # walk back from the last stage; g = d loss / d (output of the current stage)
         g = tl.load(gy_plane + gr * sgh + gc * sgw, mask=inside, other=0.0).to(slot.dtype.element_ty)
         if NST > 3:
             g = _bwd_stage(3, g, own, slot, gbuf1, pos, gr, gc, H, W, wc + WO3, wpart + WO3, bpart,
-                           K3H, K3W, D3, PW, SLOT)
+                           K3H, K3W, D3, PW, SLOT, SH, SW)
         if NST > 2:
             g = _bwd_stage(2, g, own, slot, gbuf0, pos, gr, gc, H, W, wc + WO2, wpart + WO2, bpart,
-                           K2H, K2W, D2, PW, SLOT)
+                           K2H, K2W, D2, PW, SLOT, SH, SW)
         if NST > 1:
             g = _bwd_stage(1, g, own, slot, gbuf1, pos, gr, gc, H, W, wc + WO1, wpart + WO1, bpart,
-                           K1H, K1W, D1, PW, SLOT)
+                           K1H, K1W, D1, PW, SLOT, SH, SW)
         g = _bwd_stage(0, g, own, slot, gbuf0, pos, gr, gc, H, W, wc + WO0, wpart + WO0, bpart,
-                       K0H, K0W, D0, PW, SLOT)
+                       K0H, K0W, D0, PW, SLOT, SH, SW)
         gx_plane = gx_ptr + b.to(tl.int64) * sdb + c.to(tl.int64) * sdc
         tl.store(gx_plane + gr * sdh + gc * sdw, g.to(gx_ptr.dtype.element_ty), mask=own)
         tl.debug_barrier()  # the next item overwrites the scratch slot
@@ -285,9 +296,10 @@ def _plan(H: int, W: int, stages: Sequence[tuple[int, int, int]]) -> dict | None
         return None
     SH, tile_h, tiles_h, halo_h = rows
     SW, tile_w, tiles_w, halo_w = cols
-    # zero border of the scratch buffers: the largest single-stage reach along each axis
-    pad_h = max(d * (kh - 1) // 2 for kh, _, d in stages)
-    pad_w = max(d * (kw - 1) // 2 for _, kw, d in stages)
+    # zero border of the scratch buffers: the largest single-stage reach along each axis, capped at
+    # the block side minus one (the kernels skip taps reaching further: those read only zeros)
+    pad_h = min(max(d * (kh - 1) // 2 for kh, _, d in stages), SH - 1)
+    pad_w = min(max(d * (kw - 1) // 2 for _, kw, d in stages), SW - 1)
     return {"SH": SH, "SW": SW, "tile_h": tile_h, "tile_w": tile_w, "tiles_w": tiles_w,
             "n_tiles": tiles_h * tiles_w, "halo_h": halo_h, "halo_w": halo_w, "PADH": pad_h, "PADW": pad_w,
             "slot": (SH + 2 * pad_h) * (SW + 2 * pad_w)}

@@ -25,10 +25,12 @@ from typing import Any
 try:
     import ultralytics  # noqa: F401
 except ImportError as error:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "largekernel.integrations.yolo needs Ultralytics: pip install 'largekernel[yolo]' "
-        f"(import failed: {error})"
-    ) from error
+    hint = (
+        "Ultralytics needs torchvision installed (the build matching your torch)"
+        if "torchvision" in str(error)
+        else "pip install 'largekernel[yolo]'"
+    )
+    raise ImportError(f"largekernel.integrations.yolo needs Ultralytics, which failed to import: {error}. {hint}") from error
 
 from .blocks import C2f_LSKA, C3_LSKA, C3k2_LSKA, SPPF_LSKA, AttentionBottleneck
 from .parser import BLOCK_NAMES, is_registered, register, unregister

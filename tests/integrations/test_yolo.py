@@ -78,7 +78,6 @@ from largekernel.layers import LKA, LSKA, SAM  # noqa: E402
 CONFIGS = yolo.available_configs()
 OUR_TYPES = {"LSKA": LSKA, "LKA": LKA, "SAM": SAM, "SPPF_LSKA": SPPF_LSKA, "C2f_LSKA": C2f_LSKA,
              "C3_LSKA": C3_LSKA, "C3k2_LSKA": C3k2_LSKA}  # fmt: skip
-BASE = {"yolov5": "yolov5", "yolov8": "yolov8", "yolo11": "yolo11"}
 IMG = 32  # the smallest size with a P5 map; keeps the suite fast
 
 
@@ -149,7 +148,7 @@ _OUR_SHAPES: dict[tuple[str, str], list[tuple[int, ...]]] = {}
 
 def base_shapes(version: str, scale: str) -> list[tuple[int, ...]]:
     """Layer output shapes of the plain Ultralytics model (its own YAML and parser), cached per session."""
-    name = f"{BASE[version]}{scale}.yaml"
+    name = f"{version}{scale}.yaml"
     if name not in _BASE_SHAPES:
         _BASE_SHAPES[name] = layer_shapes(DetectionModel(name, verbose=False))
     return _BASE_SHAPES[name]

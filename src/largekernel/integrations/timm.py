@@ -18,7 +18,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["register_timm_models", "register_if_timm_imported"]
+__all__ = ["register_if_timm_imported", "register_timm_models"]
 
 _REGISTERED: list[str] = []
 

@@ -27,11 +27,11 @@ from torch import nn
 
 __all__ = [
     "WeightsUnavailableError",
+    "download_weights",
     "load_checkpoint",
     "load_pretrained",
     "read_state_dict",
     "save_checkpoint",
-    "download_weights",
 ]
 
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
@@ -73,7 +73,7 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
                 f"under {list(_WRAPPER_KEYS)}; top-level entries are {kinds}"
             )
     if not isinstance(obj, Mapping):
-        raise ValueError(f"{path}: expected a state_dict (mapping of names to tensors), got {type(obj).__name__}")
+        raise ValueError(f"{path}: expected a state_dict (mapping of names to tensors), got {type(obj).__name__}")  # noqa: TRY004 - a bad file, not a bad argument
     state_dict = dict(obj)
     for prefix in ("module.", "_orig_mod."):  # DataParallel/DDP and torch.compile wrappers
         if state_dict and all(k.startswith(prefix) for k in state_dict):

@@ -248,6 +248,16 @@ def test_mmpretrain_layout_round_trip_and_load(tmp_path):
     assert _same_weights(loaded, model)
 
 
+def test_van_detection_checkpoint_in_reference_names(tmp_path):
+    # VAN's own detection/segmentation code: backbone.* with the reference names, plus neck/head
+    source = randomize_(_van())
+    state = {"backbone." + k: v for k, v in source.state_dict().items() if not k.startswith("head.")}
+    state["decode_head.conv_seg.weight"] = torch.zeros(2, 2)
+    torch.save({"meta": {"iter": 160000}, "state_dict": state}, tmp_path / "upernet.pth")
+    backbone = lk.create_model("van_b0", features_only=True, depths=TINY_VAN["depths"], checkpoint_path=tmp_path / "upernet.pth")
+    assert torch.equal(backbone.block3[1].mlp.dwconv.dwconv.weight, source.block3[1].mlp.dwconv.dwconv.weight)
+
+
 def test_mm_lska_layout_round_trip():
     ours = lk.create_model("van_lska_tiny", **TINY_VAN).state_dict()
     mm = to_mmpretrain_layout(ours)

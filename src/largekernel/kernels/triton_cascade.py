@@ -24,9 +24,9 @@ Design (memory traffic is what matters: these convolutions do a few FMAs per byt
   program; the grid is persistent (a few programs per SM looping over work items) so the
   scratch working set is ``programs x buffers x slot x 4`` bytes, not the tensor size.
 * Register budget (compiled for sm_90 without a GPU, ``cuobjdump -res-usage``, 64x64 blocks,
-  16 warps): 64-84 registers, no or tiny spills; the earlier masked version needed 118-128
-  registers and ~5x the instructions per tap. None of this has been timed on a GPU yet: block
-  sizes and the persistent grid are untuned starting points.
+  16 warps): 64-84 registers, no or tiny spills (a first version with masked loads needed
+  118-128 registers plus ~10 integer operations per tap and element). None of this has been
+  timed on a GPU yet: block sizes and the persistent grid are untuned starting points.
 * Forward: reads ``x`` once, writes the cascade output once (eager PyTorch: 4 reads + 4 writes
   for LSKA, 2 + 2 for LKA). All arithmetic in fp32 (fp64 for fp64 inputs).
 * Backward: one kernel recomputes the forward intermediates of its tile in scratch, then walks

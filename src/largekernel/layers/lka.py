@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..kernels import fused_cascade
 from ._checks import check_dim, check_nchw
 from .decomposition import check_kernel_size, lka_decomposition
 
@@ -48,8 +49,10 @@ class LKA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_nchw(x, self.dim, "LKA")
-        attn = self.conv1(self.conv_spatial(self.conv0(x)))
-        return x * attn
+        attn = fused_cascade(self, x)  # fused Triton kernels on CUDA, else None
+        if attn is None:
+            attn = self.conv_spatial(self.conv0(x))
+        return x * self.conv1(attn)
 
     def extra_repr(self) -> str:
         dec = self.decomposition

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
-__all__ = ["check_stage_lists", "check_out_indices", "init_weights", "feature_info", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "check_out_indices", "check_stage_lists", "checkpoint_block", "feature_info", "init_weights"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -70,8 +73,52 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-def feature_info(embed_dims: Sequence[int], reductions: Sequence[int], indices: Sequence[int]) -> list[dict[str, Any]]:
-    """timm-style feature info: channels, stride and the module that produces each returned map."""
-    return [
+class FeatureInfo(list):
+    """timm-style feature info: a list of dicts (``num_chs``, ``reduction``, ``module``, ``stage``)
+    with timm's accessors ``channels()`` and ``reduction()``."""
+
+    def channels(self) -> list[int]:
+        return [info["num_chs"] for info in self]
+
+    def reduction(self) -> list[int]:
+        return [info["reduction"] for info in self]
+
+    def module_name(self) -> list[str]:
+        return [info["module"] for info in self]
+
+
+def feature_info(embed_dims: Sequence[int], reductions: Sequence[int], indices: Sequence[int]) -> FeatureInfo:
+    """Channels, stride and producing module of each returned stage map."""
+    return FeatureInfo(
         {"num_chs": embed_dims[i], "reduction": reductions[i], "module": f"norm{i + 1}", "stage": i} for i in indices
+    )
+
+
+@contextlib.contextmanager
+def _keep_batchnorm_statistics(module: nn.Module) -> Iterator[None]:
+    # the recomputation in the backward pass must not update BatchNorm running statistics a second time
+    buffers = [
+        (buffer, buffer.detach().clone())
+        for layer in module.modules()
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm) and layer.training
+        for buffer in layer.buffers()
     ]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
+
+
+def checkpoint_block(block: nn.Module, *args: Any) -> torch.Tensor:
+    """Run ``block(*args)`` under activation checkpointing (recomputed in the backward pass).
+
+    BatchNorm statistics are updated once per step, as without checkpointing.
+    """
+    return checkpoint(
+        block,
+        *args,
+        use_reentrant=False,
+        context_fn=lambda: (contextlib.nullcontext(), _keep_batchnorm_statistics(block)),
+    )

@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["register_model", "create_model", "list_models", "is_model"]
+__all__ = ["create_model", "is_model", "list_models", "register_model"]
 
 _MODEL_FACTORIES: dict[str, Callable[..., nn.Module]] = {}
 
@@ -80,6 +80,10 @@ def create_model(
     if pretrained and checkpoint_path is not None:
         raise ValueError("create_model: give either pretrained=True or checkpoint_path, not both")
     model = _MODEL_FACTORIES[name](**overrides)
+
+    from ..integrations.timm import register_if_timm_imported
+
+    register_if_timm_imported()  # free unless the user imported timm
 
     from .checkpoint import load_checkpoint, load_pretrained
 

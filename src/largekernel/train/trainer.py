@@ -183,6 +183,7 @@ def quiet_lightning() -> None:
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
     warnings.filterwarnings("ignore", message=".*number of training batches.*smaller than the logging interval.*")
 
@@ -215,6 +216,8 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
         raise FileNotFoundError(f"--resume: no checkpoint {last} to continue from (run without --resume to start)")
     if not resume and last.is_file() and _is_rank_zero():
         raise ValueError(f"{out} already holds a run ({last}); pass --resume to continue it, or choose another --out")
+    # Lightning 2.6 on torch 2.13 warns about its own pytree use on every run; not the user's concern
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     if config.quiet:
         quiet_lightning()
     else:

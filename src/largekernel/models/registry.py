@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["register_model", "create_model", "list_models", "is_model"]
+__all__ = ["create_model", "is_model", "list_models", "register_model"]
 
 _MODEL_FACTORIES: dict[str, Callable[..., nn.Module]] = {}
 

@@ -17,10 +17,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import SAM, DropPath
-from ._common import IMAGENET_MEAN, IMAGENET_STD, check_out_indices, checkpoint_block, check_stage_lists, feature_info, init_weights
+from ._common import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    check_out_indices,
+    check_stage_lists,
+    checkpoint_block,
+    feature_info,
+    init_weights,
+)
 from .registry import register_model
 
-__all__ = ["SMT", "MSA", "SMT_CONFIGS"]
+__all__ = ["MSA", "SMT", "SMT_CONFIGS"]
 
 
 class DWConv(nn.Module):
@@ -31,7 +39,7 @@ class DWConv(nn.Module):
         self.dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
 
     def forward(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        batch, tokens, channels = x.shape
+        batch, _, channels = x.shape
         x = self.dwconv(x.transpose(1, 2).reshape(batch, channels, height, width))
         return x.flatten(2).transpose(1, 2)
 

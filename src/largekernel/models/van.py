@@ -20,7 +20,15 @@ from torch import nn
 
 from ..layers import DropPath, SpatialGatingAttention
 from ..layers.attention import ATTENTIONS
-from ._common import IMAGENET_MEAN, IMAGENET_STD, check_out_indices, checkpoint_block, check_stage_lists, feature_info, init_weights
+from ._common import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    check_out_indices,
+    check_stage_lists,
+    checkpoint_block,
+    feature_info,
+    init_weights,
+)
 from .registry import register_model
 
 __all__ = ["VAN", "VAN_CONFIGS", "checkpoint_filter", "to_hf_layout", "to_mmpretrain_layout"]
@@ -295,7 +303,9 @@ _MM_BLOCK = {
     "attn.spatial_gating_unit.conv0v.": "attn.spatial_gating_unit.DW_conv_v.",
     "attn.spatial_gating_unit.conv_spatial_h.": "attn.spatial_gating_unit.DW_D_conv_h.",
     "attn.spatial_gating_unit.conv_spatial_v.": "attn.spatial_gating_unit.DW_D_conv_v.",
-    "mlp.dwconv.dwconv.": "mlp.dwconv.",
+    # whole keys: a "mlp.dwconv." prefix would also catch our own names in mm-wrapped checkpoints
+    "mlp.dwconv.dwconv.weight": "mlp.dwconv.weight",
+    "mlp.dwconv.dwconv.bias": "mlp.dwconv.bias",
 }
 _HF_UNUSED = ("van.layernorm.",)  # HF builds this LayerNorm but its forward never uses it
 
@@ -358,7 +368,7 @@ def _from_hf_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     for key, value in state_dict.items():
         if key.startswith(_HF_UNUSED):
             continue
-        plain = key[len("van.") :] if key.startswith("van.") else key
+        plain = key.removeprefix("van.")
         if match := re.fullmatch(r"encoder\.stages\.(\d+)\.embeddings\.(convolution|normalization)\.(.+)", plain):
             part = "proj" if match[2] == "convolution" else "norm"
             out[f"patch_embed{int(match[1]) + 1}.{part}.{match[3]}"] = value
@@ -377,7 +387,7 @@ def _from_mmpretrain_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, to
     inverse = {mm: ours for ours, mm in _MM_BLOCK.items()}
     out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
-        plain = key[len("backbone.") :] if key.startswith("backbone.") else key
+        plain = key.removeprefix("backbone.")
         if match := re.fullmatch(r"patch_embed(\d+)\.projection\.(.+)", plain):
             out[f"patch_embed{match[1]}.proj.{match[2]}"] = value
         elif match := re.fullmatch(r"blocks?(\d+)\.(\d+)\.(.+)", plain):

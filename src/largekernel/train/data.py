@@ -126,7 +126,7 @@ class ImageFolderDataset(Dataset):
 
 
 def _read_image(path: Path, img_size: int, in_chans: int) -> torch.Tensor:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as image:
@@ -134,21 +134,21 @@ def _read_image(path: Path, img_size: int, in_chans: int) -> torch.Tensor:
             if image.size != (img_size, img_size):
                 image = image.resize((img_size, img_size), Image.Resampling.BILINEAR)
             data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ValueError(f"cannot read image file {path}: {error}") from None
+    except Exception as error:  # any decoder failure (Pillow, or a plugin another library installed)
+        raise ValueError(f"cannot read image file {path}: {type(error).__name__}: {error}") from None
     return data.view(img_size, img_size, in_chans).permute(2, 0, 1).contiguous()
 
 
 def _check_image_header(path: Path) -> str:
     """Open the file's header (cheap) and return its Pillow mode; a clear error if it is not an image."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as image:
             image.verify()
             return image.mode
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ValueError(f"cannot read image file {path}: {error}") from None
+    except Exception as error:  # any decoder failure (Pillow, or a plugin another library installed)
+        raise ValueError(f"cannot read image file {path}: {type(error).__name__}: {error}") from None
 
 
 def _class_folders(root: Path) -> dict[str, list[Path]]:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "check_out_indices", "check_stage_lists", "checkpoint_block", "feature_info", "init_weights"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PyramidBackbone", "check_out_indices", "check_stage_lists", "checkpoint_block", "feature_info", "init_weights"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -122,3 +122,67 @@ def checkpoint_block(block: nn.Module, *args: Any) -> torch.Tensor:
         use_reentrant=False,
         context_fn=lambda: (contextlib.nullcontext(), _keep_batchnorm_statistics(block)),
     )
+
+
+class PyramidBackbone(nn.Module):
+    """The timm surface shared by our four-stage backbones (VAN, SMT).
+
+    A subclass builds ``head`` (unless ``features_only``), sets ``num_features``, ``num_stages``,
+    ``built_stages``, ``features_only``, ``out_indices`` and ``grad_checkpointing``, and defines
+    ``_run_stage(x, i)``: stage ``i`` from an NCHW map to its normalised NCHW map.
+    """
+
+    def _run_stage(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block in the backward pass instead of storing its activations."""
+        self.grad_checkpointing = enable
+
+    def get_classifier(self) -> nn.Module:
+        if self.features_only:
+            raise ValueError(f"{type(self).__name__}: a features_only model has no classifier")
+        return self.head
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier with a fresh one for ``num_classes`` (0 removes it)."""
+        if self.features_only:
+            raise ValueError(f"{type(self).__name__}: a features_only model has no classifier to reset")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"{type(self).__name__}: num_classes must be an int >= 0, got {num_classes!r}")
+        self.num_classes = num_classes
+        reference = next(self.parameters())
+        self.head = (
+            nn.Linear(self.num_features, num_classes, device=reference.device, dtype=reference.dtype)
+            if num_classes > 0
+            else nn.Identity()
+        )
+        self.head.apply(init_weights)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, in_chans, H, W) -> (B, C_last, H/32, W/32)``: the last stage's normalised map."""
+        for i in range(self.built_stages):
+            x = self._run_stage(x, i)
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Global average pool then the classifier; ``pre_logits=True`` stops after the pool."""
+        x = x.mean(dim=(2, 3))
+        return x if pre_logits else self.head(x)
+
+    def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int] | None = None) -> list[torch.Tensor]:
+        """Stage maps (NCHW, normalised) for ``indices`` (default: all built stages)."""
+        wanted = set(range(self.built_stages) if indices is None else check_out_indices(type(self).__name__, indices, self.num_stages))
+        if max(wanted) >= self.built_stages:
+            raise ValueError(f"{type(self).__name__}: this model only builds stages 0..{self.built_stages - 1}, asked for {sorted(wanted)}")
+        maps = []
+        for i in range(max(wanted) + 1):
+            x = self._run_stage(x, i)
+            if i in wanted:
+                maps.append(x)
+        return maps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if self.features_only:
+            return self.forward_intermediates(x, self.out_indices)
+        return self.forward_head(self.forward_features(x))

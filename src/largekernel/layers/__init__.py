@@ -1,6 +1,7 @@
 """Reusable attention layers; each knows nothing of the models that use it."""
 
 from .attention import ATTENTIONS, SpatialGatingAttention, create_attention
+from .drop import DropPath, drop_path
 from .decomposition import Decomposition, lka_decomposition, lska_decomposition
 from .lka import LKA, LKATrivial
 from .lska import LSKA, LSKATrivial
@@ -9,6 +10,7 @@ from .sam import SAM
 __all__ = [
     "ATTENTIONS",
     "Decomposition",
+    "DropPath",
     "LKA",
     "LKATrivial",
     "LSKA",
@@ -16,6 +18,7 @@ __all__ = [
     "SAM",
     "SpatialGatingAttention",
     "create_attention",
+    "drop_path",
     "lka_decomposition",
     "lska_decomposition",
 ]

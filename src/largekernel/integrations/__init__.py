@@ -1,0 +1,1 @@
+"""Bridges to other libraries (Ultralytics YOLO, timm); each imports its library lazily."""

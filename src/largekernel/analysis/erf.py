@@ -133,17 +133,11 @@ def area_ratios(
 def last_feature_map(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The last spatial (B, C, h, w) feature map of ``model`` for input ``x``.
 
-    Uses ``forward_intermediates`` (timm convention, last map) when the model has it, otherwise
-    ``forward_features`` when that returns a 4-D map, otherwise the module's own 4-D output (a
-    single layer).
+    Uses ``forward_features`` when the model has it (VAN and SMT return the last stage's
+    normalised map there), otherwise the module's own output (a single layer); of a list of maps
+    the last one is taken.
     """
-    if hasattr(model, "forward_intermediates"):
-        out = model.forward_intermediates(x, intermediates_only=True)
-        out = out[-1] if isinstance(out, (list, tuple)) else out
-    elif hasattr(model, "forward_features"):
-        out = model.forward_features(x)
-    else:
-        out = model(x)
+    out = model.forward_features(x) if hasattr(model, "forward_features") else model(x)
     if isinstance(out, (list, tuple)):
         out = out[-1]
     if not isinstance(out, torch.Tensor) or out.dim() != 4:

@@ -79,29 +79,8 @@ def _build(args: argparse.Namespace, attention: str | None, kernel_size: int | N
         overrides["attention"] = attention
     if kernel_size is not None:
         overrides["kernel_size"] = kernel_size
-    model = create_model(args.model, **overrides)
-    if args.checkpoint:
-        _load_checkpoint(model, args.checkpoint)
-    return model
-
-
-def _load_checkpoint(model, path: str) -> None:
-    import torch
-
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
-    if file.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(file))
-    else:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-        for key in ("state_dict", "model", "model_ema"):
-            if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-                state = state[key]
-                break
-    model.load_state_dict(state)
+    # checkpoint layouts (reference, HuggingFace, mmpretrain) are converted by the loader
+    return create_model(args.model, checkpoint_path=args.checkpoint, **overrides)
 
 
 def run(args: argparse.Namespace) -> int:

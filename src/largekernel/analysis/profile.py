@@ -199,6 +199,10 @@ def measure_peak_memory(step, device: torch.device) -> tuple[float | None, str]:
 
     try:
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+            # the timeline's first point comes after the first event: make that a 1-byte marker so
+            # the first point is what was live before the step
+            marker = torch.empty(1, dtype=torch.uint8)
+            del marker
             step()
         with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # deprecated in favour of a CUDA-only API

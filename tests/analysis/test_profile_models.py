@@ -120,7 +120,7 @@ def test_profile_model_cli_json_csv_plot(tmp_path, capsys):
 def test_profile_scaling_cli_macs_only(capsys):
     assert main(["profile", "--scaling", "--resolutions", "64", "--scaling-models", "van_b0", "--macs-only", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [r["label"] for r in rows][0] == "van_b0" and len(rows) == 5
+    assert rows[0]["label"] == "van_b0" and len(rows) == 5
     assert all(r["forward_ms"] is None for r in rows)
 
 

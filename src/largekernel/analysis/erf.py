@@ -26,11 +26,11 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
-    "AreaRatio",
-    "ERFResult",
+    "DEFAULT_THRESHOLDS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
-    "DEFAULT_THRESHOLDS",
+    "AreaRatio",
+    "ERFResult",
     "area_ratios",
     "attention_layer_for_erf",
     "effective_receptive_field",

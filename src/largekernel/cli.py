@@ -14,6 +14,8 @@ import sys
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "profile": ("largekernel.analysis.profile_cli", "params, FLOPs and latency of the attention designs (or whole models)"),
+    "models": ("largekernel.models.models_cli", "list the backbones (VAN, VAN-LSKA, SMT) with params, GMACs and released weights"),
+    "yolo": ("largekernel.integrations.yolo_cli", "Ultralytics' yolo CLI with LSKA/LKA/SAM blocks and configs registered"),
     "erf": ("largekernel.analysis.erf_cli", "effective receptive fields of models or attention layers: heatmap PNG and area ratios"),
 }
 

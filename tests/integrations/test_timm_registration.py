@@ -15,6 +15,7 @@ from largekernel.integrations import timm as timm_bridge
 @pytest.fixture
 def fresh_bridge(monkeypatch):
     monkeypatch.setattr(timm_bridge, "_REGISTERED", [])
+    monkeypatch.setattr(timm_bridge._timm_entrypoints, "__all__", [])
     return timm_bridge
 
 
@@ -30,7 +31,11 @@ def test_registers_every_model_in_a_timm_style_registry(fresh_bridge, monkeypatc
     entrypoints = {"resnet50": object()}
     fake_models = types.ModuleType("timm.models")
     fake_models.is_model = lambda name: name in entrypoints
-    fake_models.register_model = lambda fn: entrypoints.setdefault(fn.__name__, fn)
+    def register_model(fn):  # what timm does with the defining module, in short
+        sys.modules[fn.__module__].__all__.append(fn.__name__)
+        return entrypoints.setdefault(fn.__name__, fn)
+
+    fake_models.register_model = register_model
     fake_timm = types.ModuleType("timm")
     fake_timm.models = fake_models
     monkeypatch.setitem(sys.modules, "timm", fake_timm)
@@ -42,6 +47,8 @@ def test_registers_every_model_in_a_timm_style_registry(fresh_bridge, monkeypatc
     assert model.attention == "lska" and model.kernel_size == 23
     assert model.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 3)
     assert fresh_bridge.register_timm_models() == lk.list_models()  # idempotent
+    module = sys.modules[entrypoints["smt_t"].__module__]
+    assert all(getattr(module, name) is entrypoints[name] for name in module.__all__)
 
 
 def test_real_timm_creates_our_models(fresh_bridge):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import copyreg
 import os
+import sys
+import types
 import urllib.error
 from pathlib import Path
 
@@ -82,6 +85,34 @@ def test_pickle_with_arbitrary_object_is_refused_not_executed(tmp_path):
     with pytest.raises(ValueError, match="refusing to load .*arbitrary code"):
         lk.load_checkpoint(_van(), path)
     assert _EXECUTED == []
+
+
+def test_refusal_names_the_offending_global(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"model": _van().state_dict(), "hook": _Payload()}, path)
+    with pytest.raises(ValueError, match="_side_effect"):
+        lk.load_checkpoint(_van(), path)
+
+
+def test_swin_style_checkpoint_with_a_config_object_loads(tmp_path, monkeypatch):
+    # the SMT training code saves a yacs CfgNode next to the weights; it is read as a plain mapping
+    yacs_config = types.ModuleType("yacs.config")
+
+    class CfgNode(dict):
+        def __reduce_ex__(self, protocol):  # what a yacs node pickles to: class, items, attribute state
+            return (copyreg.__newobj__, (type(self),), {"frozen": True}, None, iter(self.items()))
+
+    CfgNode.__module__, CfgNode.__qualname__ = "yacs.config", "CfgNode"
+    yacs_config.CfgNode = CfgNode
+    monkeypatch.setitem(sys.modules, "yacs", types.ModuleType("yacs"))
+    monkeypatch.setitem(sys.modules, "yacs.config", yacs_config)
+    source = randomize_(_van())
+    path = tmp_path / "smt_style.pth"
+    torch.save({"model": source.state_dict(), "config": CfgNode(MODEL=CfgNode(NAME="van_b0")), "epoch": 9}, path)
+    monkeypatch.delitem(sys.modules, "yacs.config")  # the loader must not need yacs
+    target = _van()
+    lk.load_checkpoint(target, path)
+    assert _same_weights(source, target)
 
 
 def test_num_classes_mismatch_drops_classifier_with_warning(tmp_path):
@@ -215,6 +246,16 @@ def test_mmpretrain_layout_round_trip_and_load(tmp_path):
     torch.save({"meta": {"epoch": 300}, "state_dict": mm}, tmp_path / "mmpretrain.pth")
     loaded = lk.create_model("van_b0", checkpoint_path=tmp_path / "mmpretrain.pth", **TINY_VAN)
     assert _same_weights(loaded, model)
+
+
+def test_van_detection_checkpoint_in_reference_names(tmp_path):
+    # VAN's own detection/segmentation code: backbone.* with the reference names, plus neck/head
+    source = randomize_(_van())
+    state = {"backbone." + k: v for k, v in source.state_dict().items() if not k.startswith("head.")}
+    state["decode_head.conv_seg.weight"] = torch.zeros(2, 2)
+    torch.save({"meta": {"iter": 160000}, "state_dict": state}, tmp_path / "upernet.pth")
+    backbone = lk.create_model("van_b0", features_only=True, depths=TINY_VAN["depths"], checkpoint_path=tmp_path / "upernet.pth")
+    assert torch.equal(backbone.block3[1].mlp.dwconv.dwconv.weight, source.block3[1].mlp.dwconv.dwconv.weight)
 
 
 def test_mm_lska_layout_round_trip():

@@ -158,7 +158,7 @@ def test_smt_features_only_shapes(size, expected):
     with torch.no_grad():
         maps = model(torch.randn(1, 3, *size))
     assert [info["num_chs"] for info in model.feature_info] == [64, 128, 256, 512]
-    assert [info["reduction"] for info in model.feature_info] == [4, 8, 16, 32]
+    assert model.feature_info.reduction() == [4, 8, 16, 32] and model.feature_info.channels() == [64, 128, 256, 512]
     assert [tuple(m.shape) for m in maps] == [(1, c, h, w) for c, (h, w) in zip([64, 128, 256, 512], expected)]
 
 

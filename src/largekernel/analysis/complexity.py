@@ -16,6 +16,22 @@ from torch.utils.flop_counter import FlopCounterMode
 __all__ = ["count_macs", "count_parameters"]
 
 
+def _register_cpu_attention_formula() -> None:
+    """PyTorch counts scaled_dot_product_attention on CUDA and meta but has no formula for the CPU kernel."""
+    from torch.utils import flop_counter
+
+    cpu_attention = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if cpu_attention is None or cpu_attention in flop_counter.flop_registry:
+        return
+
+    @flop_counter.register_flop_formula(cpu_attention)
+    def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+_register_cpu_attention_formula()
+
+
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (buffers such as BatchNorm statistics are not parameters)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

@@ -18,6 +18,8 @@ from typing import Any
 
 from torch import nn
 
+from . import _timm_entrypoints
+
 __all__ = ["register_if_timm_imported", "register_timm_models"]
 
 _REGISTERED: list[str] = []
@@ -32,7 +34,8 @@ def _timm_factory(name: str) -> Callable[..., nn.Module]:
         return create_model(name, pretrained=pretrained, **kwargs)
 
     factory.__name__ = factory.__qualname__ = name
-    factory.__module__ = __name__
+    factory.__module__ = _timm_entrypoints.__name__
+    setattr(_timm_entrypoints, name, factory)  # timm lists it in that module's __all__: keep the two in step
     factory.__doc__ = f"largekernel's {name} (see largekernel.create_model)."
     return factory
 

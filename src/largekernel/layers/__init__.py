@@ -1,8 +1,8 @@
 """Reusable attention layers; each knows nothing of the models that use it."""
 
 from .attention import ATTENTIONS, SpatialGatingAttention, create_attention
-from .drop import DropPath, drop_path
 from .decomposition import Decomposition, lka_decomposition, lska_decomposition
+from .drop import DropPath, drop_path
 from .lka import LKA, LKATrivial
 from .lska import LSKA, LSKATrivial
 from .sam import SAM

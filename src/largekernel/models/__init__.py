@@ -1,6 +1,18 @@
 """Backbones (VAN, VAN-LSKA, SMT), the model registry and checkpoint loading."""
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import WeightsUnavailableError, load_checkpoint, save_checkpoint
 from .registry import create_model, is_model, list_models, register_model
+from .smt import SMT
+from .van import VAN
 
-__all__ = ["create_model", "is_model", "list_models", "load_checkpoint", "register_model", "save_checkpoint"]
+__all__ = [
+    "SMT",
+    "VAN",
+    "WeightsUnavailableError",
+    "create_model",
+    "is_model",
+    "list_models",
+    "load_checkpoint",
+    "register_model",
+    "save_checkpoint",
+]

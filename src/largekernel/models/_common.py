@@ -73,11 +73,25 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-def feature_info(embed_dims: Sequence[int], reductions: Sequence[int], indices: Sequence[int]) -> list[dict[str, Any]]:
-    """timm-style feature info: channels, stride and the module that produces each returned map."""
-    return [
+class FeatureInfo(list):
+    """timm-style feature info: a list of dicts (``num_chs``, ``reduction``, ``module``, ``stage``)
+    with timm's accessors ``channels()`` and ``reduction()``."""
+
+    def channels(self) -> list[int]:
+        return [info["num_chs"] for info in self]
+
+    def reduction(self) -> list[int]:
+        return [info["reduction"] for info in self]
+
+    def module_name(self) -> list[str]:
+        return [info["module"] for info in self]
+
+
+def feature_info(embed_dims: Sequence[int], reductions: Sequence[int], indices: Sequence[int]) -> FeatureInfo:
+    """Channels, stride and producing module of each returned stage map."""
+    return FeatureInfo(
         {"num_chs": embed_dims[i], "reduction": reductions[i], "module": f"norm{i + 1}", "stage": i} for i in indices
-    ]
+    )
 
 
 @contextlib.contextmanager

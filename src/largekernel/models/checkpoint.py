@@ -2,8 +2,9 @@
 
 * ``.safetensors`` files, or ``.pth``/``.pth.tar``/``.bin`` files read with
   ``torch.load(weights_only=True)``: a file that carries arbitrary pickled objects is refused, never
-  executed (the one non-tensor object allowed is ``argparse.Namespace``, a plain attribute bag that
-  timm-style training scripts store next to the weights).
+  executed. The only non-tensor objects accepted are the inert training metadata released
+  checkpoints carry: ``argparse.Namespace`` (timm scripts) and config mappings such as yacs'
+  ``CfgNode`` (the SMT/Swin scripts), read as plain ``OrderedDict`` without importing their code.
 * A raw state_dict, or one wrapped under ``'state_dict'`` or ``'model'`` (and ``module.`` prefixes).
 * Foreign key layouts are mapped by the model's ``checkpoint_filter`` (VAN: HuggingFace, mmpretrain).
 * A classifier for a different number of classes is dropped with a warning; any other mismatch
@@ -18,6 +19,7 @@ import pickle
 import urllib.error
 import urllib.parse
 import warnings
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -42,18 +44,41 @@ class WeightsUnavailableError(FileNotFoundError):
     """The pretrained weights are neither cached nor downloadable (e.g. no network)."""
 
 
+# Configuration objects that training scripts store beside the weights. They are read as plain
+# mappings (OrderedDict) under their own names, so none of their code is imported or run.
+_CONFIG_CLASSES = (
+    "yacs.config.CfgNode",  # Swin-style scripts (the SMT code)
+    "mmengine.config.config.ConfigDict",
+    "mmcv.utils.config.ConfigDict",
+    "addict.addict.Dict",
+)
+
+
+def _safe_globals() -> list[Any]:
+    return [argparse.Namespace, *((OrderedDict, name) for name in _CONFIG_CLASSES)]
+
+
 def _torch_load_safely(path: Path) -> Any:
     safe_globals = getattr(torch.serialization, "safe_globals", None)
     try:
-        if safe_globals is not None:
-            with safe_globals([argparse.Namespace]):
-                return torch.load(path, map_location="cpu", weights_only=True)
-        return torch.load(path, map_location="cpu", weights_only=True)
+        if safe_globals is None:  # torch < 2.5
+            return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            context = safe_globals(_safe_globals())
+        except (TypeError, ValueError):  # torch < 2.6 has no (replacement, "module.name") entries
+            context = safe_globals([argparse.Namespace])
+        with context:
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        found = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
+        try:
+            names = [n for n in found(path) if n not in _CONFIG_CLASSES and n != "argparse.Namespace"] if found else []
+        except Exception:  # noqa: BLE001 - listing is a courtesy; the refusal stands either way
+            names = []
+        what = f"it references {', '.join(names)}" if names else str(error).strip().splitlines()[0]
         raise ValueError(
             f"refusing to load {path}: it holds pickled Python objects other than tensors and plain "
-            f"containers, and unpickling them could run arbitrary code ({reason}). If you trust the file, "
+            f"containers, and unpickling them could run arbitrary code ({what}). If you trust the file, "
             f"extract its weights once with torch.load(path, weights_only=False) and save them with "
             f"largekernel.save_checkpoint (safetensors)."
         ) from error

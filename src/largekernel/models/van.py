@@ -303,7 +303,9 @@ _MM_BLOCK = {
     "attn.spatial_gating_unit.conv0v.": "attn.spatial_gating_unit.DW_conv_v.",
     "attn.spatial_gating_unit.conv_spatial_h.": "attn.spatial_gating_unit.DW_D_conv_h.",
     "attn.spatial_gating_unit.conv_spatial_v.": "attn.spatial_gating_unit.DW_D_conv_v.",
-    "mlp.dwconv.dwconv.": "mlp.dwconv.",
+    # whole keys: a "mlp.dwconv." prefix would also catch our own names in mm-wrapped checkpoints
+    "mlp.dwconv.dwconv.weight": "mlp.dwconv.weight",
+    "mlp.dwconv.dwconv.bias": "mlp.dwconv.bias",
 }
 _HF_UNUSED = ("van.layernorm.",)  # HF builds this LayerNorm but its forward never uses it
 

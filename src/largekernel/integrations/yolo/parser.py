@@ -1,0 +1,236 @@
+"""Teach Ultralytics' YAML parser our blocks, with channel handling identical to its own blocks.
+
+Ultralytics' ``parse_model`` scales a block's channels by the width multiple only for classes in two
+sets it builds *inside* the function (``base_modules``, ``repeat_modules``); an unknown class gets its
+raw YAML arguments and is assumed to keep its input channels. Adding to those sets is impossible
+without editing Ultralytics, and guessing channels in our blocks is how community ports go wrong.
+
+So :func:`register` wraps ``ultralytics.nn.tasks.parse_model`` (a module attribute, looked up at call
+time by ``DetectionModel``): each of our rows is parsed by Ultralytics as its *twin* (``C2f_LSKA`` as
+``C2f``, ``SPPF_LSKA`` as ``SPPF``, a plain ``LSKA`` layer as ``nn.BatchNorm2d``, which receives the
+incoming channel count), and the built twin is then replaced by our block with the channels, repeats
+and scale flags Ultralytics resolved for it. Width/depth scaling, ``max_channels`` and the
+m/l/x-only ``c3k`` flag therefore follow Ultralytics exactly, in every version that has the twins.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...layers.attention import SpatialGatingAttention
+from ...layers.decomposition import Decomposition
+from ...layers.lka import LKA
+from ...layers.lska import LSKA
+from ...layers.sam import SAM
+from . import blocks
+
+__all__ = ["BLOCK_NAMES", "is_registered", "register", "unregister"]
+
+
+@dataclass(frozen=True)
+class _BlockSpec:
+    """How one YAML name is parsed (as ``twin``) and then built from the parsed twin."""
+
+    twin: str  # module name Ultralytics parses in our place
+    usage: str  # the YAML row form, for error messages
+    max_args: int  # YAML args after the channel count (or all args for channel-preserving layers)
+    twin_args: Callable[[list], list]  # our YAML args -> the twin's YAML args
+    build: Callable[[nn.Module, list], nn.Module]  # (parsed twin, our YAML args) -> our block
+    keeps_channels: bool = False  # a plain layer: channels come from the previous layer
+
+
+def _arg(args: Sequence, index: int, default: Any) -> Any:
+    return args[index] if len(args) > index else default
+
+
+def _plain(layer: type[nn.Module], names: Sequence[str]) -> _BlockSpec:
+    def build(twin: nn.Module, args: list) -> nn.Module:
+        return layer(twin.num_features, *args)
+
+    return _BlockSpec(
+        twin="nn.BatchNorm2d",
+        usage=f"[-1, 1, {layer.__name__}, [{', '.join(names)}]]",
+        max_args=len(names),
+        twin_args=lambda args: [],
+        build=build,
+        keeps_channels=True,
+    )
+
+
+def _c2f_lska(twin: nn.Module, args: list) -> nn.Module:
+    return blocks.C2f_LSKA(
+        twin.cv1.conv.in_channels, twin.cv2.conv.out_channels, len(twin.m), _arg(args, 1, 11), _arg(args, 2, 0.5)
+    )
+
+
+def _c3_lska(twin: nn.Module, args: list) -> nn.Module:
+    return blocks.C3_LSKA(
+        twin.cv1.conv.in_channels, twin.cv3.conv.out_channels, len(twin.m), _arg(args, 1, 11), _arg(args, 2, 0.5)
+    )
+
+
+def _c3k2_lska(twin: nn.Module, args: list) -> nn.Module:
+    from ultralytics.nn.modules.block import C3k
+
+    c3k = isinstance(twin.m[0], C3k)  # resolved by Ultralytics: True at m/l/x even if the YAML says False
+    return blocks.C3k2_LSKA(
+        twin.cv1.conv.in_channels, twin.cv2.conv.out_channels, len(twin.m), c3k, _arg(args, 3, 0.5), _arg(args, 1, 11)
+    )
+
+
+def _sppf_lska(twin: nn.Module, args: list) -> nn.Module:
+    block = blocks.SPPF_LSKA(twin.cv1.conv.in_channels, twin.cv2.conv.out_channels, _arg(args, 2, 5), _arg(args, 1, 11))
+    block.cv1.act = twin.cv1.act  # parse_model sets this for legacy rows after construction
+    return block
+
+
+# YAML name -> spec. Channel-changing blocks take [c2, kernel_size, ...] like their twin takes [c2, ...].
+_SPECS: dict[str, _BlockSpec] = {
+    "LSKA": _plain(LSKA, ["kernel_size=23", "dilation=None"]),
+    "LKA": _plain(LKA, ["kernel_size=21", "dilation=None"]),
+    "SAM": _plain(SAM, ["num_heads=4", "expand_ratio=2"]),
+    "SPPF_LSKA": _BlockSpec(
+        "SPPF", "[-1, 1, SPPF_LSKA, [c2, kernel_size=11, pool=5]]", 3, lambda a: [a[0], _arg(a, 2, 5)], _sppf_lska
+    ),
+    "C2f_LSKA": _BlockSpec(
+        "C2f", "[-1, n, C2f_LSKA, [c2, kernel_size=11, e=0.5]]", 3, lambda a: [a[0], False, 1, _arg(a, 2, 0.5)], _c2f_lska
+    ),
+    "C3_LSKA": _BlockSpec(
+        "C3", "[-1, n, C3_LSKA, [c2, kernel_size=11, e=0.5]]", 3, lambda a: [a[0], True, 1, _arg(a, 2, 0.5)], _c3_lska
+    ),
+    "C3k2_LSKA": _BlockSpec(
+        "C3k2",
+        "[-1, n, C3k2_LSKA, [c2, kernel_size=11, c3k=False, e=0.5]]",
+        4,
+        lambda a: [a[0], _arg(a, 2, False), _arg(a, 3, 0.5)],
+        _c3k2_lska,
+    ),
+}
+BLOCK_NAMES: tuple[str, ...] = tuple(_SPECS)
+
+# classes a saved model may reference; allow-listed for torch's weights_only loading (Ultralytics' safe load)
+_SAFE_GLOBALS: list[type] = [
+    LSKA,
+    LKA,
+    SAM,
+    SpatialGatingAttention,
+    Decomposition,
+    blocks.AttentionBottleneck,
+    blocks.SPPF_LSKA,
+    blocks.C2f_LSKA,
+    blocks.C3_LSKA,
+    blocks.C3k2_LSKA,
+]
+
+
+def _check_row(index: int, row: list, spec: _BlockSpec, name: str) -> list:
+    source, _repeats, _name, args = row
+    args = [_literal(a) for a in args]
+    if spec.keeps_channels and source != -1:
+        raise ValueError(
+            f"layer {index} ({name}): a channel-preserving attention layer must take the previous layer "
+            f"(from=-1), got from={source!r}; expected {spec.usage}"
+        )
+    limit = spec.max_args + (0 if spec.keeps_channels else 1)
+    if len(args) > limit or (not spec.keeps_channels and not args):
+        raise ValueError(f"layer {index} ({name}): got args {args}; expected {spec.usage}")
+    return args
+
+
+def _literal(value: Any) -> Any:
+    """YAML strings such as ``"None"`` become Python values, as parse_model does for its own rows."""
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError, SyntaxError):
+            return ast.literal_eval(value)
+    return value
+
+
+@contextlib.contextmanager
+def _yaml_activation(spec: str | None) -> Iterator[None]:
+    """Build our blocks' Conv layers under the YAML's ``activation:`` as parse_model does for its own."""
+    if not spec:
+        yield
+        return
+    from ultralytics.nn import tasks
+    from ultralytics.nn.modules import Conv
+
+    safe = getattr(tasks, "_SafeLoad", None)
+    default = Conv.default_act
+    Conv.default_act = safe.activation(spec) if safe is not None else eval(spec, {"nn": nn, "torch": torch})  # noqa: S307
+    try:
+        yield
+    finally:
+        Conv.default_act = default
+
+
+def _wrap(original: Callable) -> Callable:
+    @functools.wraps(original)
+    def parse_model(d: dict, ch: int, verbose: bool = True):
+        rows = d["backbone"] + d["head"]
+        plan = {i: (_SPECS[row[2]], row[2]) for i, row in enumerate(rows) if isinstance(row[2], str) and row[2] in _SPECS}
+        if not plan:
+            return original(d, ch, verbose)
+        d = {**d, "backbone": [list(r) for r in d["backbone"]], "head": [list(r) for r in d["head"]]}
+        ours: dict[int, list] = {}
+        n_backbone = len(d["backbone"])
+        for i, (spec, name) in plan.items():
+            row = d["backbone"][i] if i < n_backbone else d["head"][i - n_backbone]
+            ours[i] = _check_row(i, row, spec, name)
+            row[2], row[3] = spec.twin, spec.twin_args(ours[i])
+        model, save = original(d, ch, verbose)
+        with _yaml_activation(d.get("activation")):
+            for i, (spec, name) in plan.items():
+                twin = model[i]
+                twins = list(twin) if isinstance(twin, nn.Sequential) and spec.keeps_channels else [twin]
+                built = [spec.build(t, ours[i]) for t in twins]
+                block = nn.Sequential(*built) if len(built) > 1 else built[0]
+                block.np = sum(p.numel() for p in block.parameters())
+                block.i, block.f = twin.i, twin.f
+                block.type = f"{type(built[0]).__module__}.{type(built[0]).__qualname__}"
+                model[i] = block
+                if verbose:
+                    from ultralytics.utils import LOGGER
+
+                    LOGGER.info(f"largekernel: layer {i} parsed as {spec.twin} -> {name}{ours[i]} ({block.np:,} params)")
+        return model, save
+
+    parse_model._largekernel_original = original  # type: ignore[attr-defined]
+    return parse_model
+
+
+def register() -> None:
+    """Make Ultralytics parse ``LSKA``, ``LKA``, ``SAM``, ``SPPF_LSKA``, ``C2f_LSKA``, ``C3_LSKA``, ``C3k2_LSKA``.
+
+    Idempotent; importing :mod:`largekernel.integrations.yolo` already calls it. Also allow-lists our
+    classes for ``torch.load(weights_only=True)`` so Ultralytics' safe loading
+    (``ULTRALYTICS_SAFE_LOAD=1``) accepts checkpoints of these models.
+    """
+    from ultralytics.nn import tasks
+
+    if not hasattr(tasks.parse_model, "_largekernel_original"):
+        tasks.parse_model = _wrap(tasks.parse_model)
+    torch.serialization.add_safe_globals(_SAFE_GLOBALS)
+
+
+def unregister() -> None:
+    """Restore Ultralytics' own ``parse_model`` (the safe-load allow-list stays, as torch keeps it)."""
+    from ultralytics.nn import tasks
+
+    original = getattr(tasks.parse_model, "_largekernel_original", None)
+    if original is not None:
+        tasks.parse_model = original
+
+
+def is_registered() -> bool:
+    """Whether Ultralytics' parser currently knows our blocks."""
+    from ultralytics.nn import tasks
+
+    return hasattr(tasks.parse_model, "_largekernel_original")

@@ -166,6 +166,6 @@ def _print_table(records: list[dict], thresholds: list[float], out: Path) -> Non
     for record in records:
         cells = [f"{r['ratio']:.3f} ({r['side']})" for r in record["area_ratios"]]
         table.add_row(record["label"], str(record["num_images"]), *cells)
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)  # a pipe gets unwrapped rows
     console.print(table)
     console.print(f"heatmaps: {out}")

@@ -27,3 +27,6 @@ lk erf --model van_lska_tiny --attention lska lka --kernel-sizes 7 23 53 --image
 # 4. ERF of single attention layers: the support is exactly k x k for every design
 lk erf --attention lska lka lska_trivial lka_trivial --kernel-sizes 7 23 53 --dim 8 --images embedded \
     --num-images 4 --img-size 96 --device "$DEVICE" --no-progress --out "$OUT/erf_layers.png" | tee "$OUT/erf_layers.txt"
+
+# 5. the page that shows them
+python benchmarks/render_analysis_md.py "$OUT"

@@ -1,7 +1,9 @@
-"""Side-by-side cost of the attention designs: parameters, MACs and measured latency.
+"""Side-by-side cost of the attention designs: parameters, MACs, latency, throughput and memory.
 
 This is the LSKA paper's central comparison (LKA-trivial, LKA, LSKA-trivial, LSKA as the kernel
-grows), measured on the machine at hand rather than read off a figure.
+grows), measured on the machine at hand rather than read off a figure: for the modules alone
+(:func:`profile_modules`), inside whole models (:func:`profile_models`), and against input
+resolution next to SMT's self-attention (:func:`profile_scaling`).
 """
 
 from __future__ import annotations

@@ -127,7 +127,9 @@ def run(args: argparse.Namespace) -> int:
     source = "embedded digits" if args.images == "embedded" else Path(args.images).name
     weights = "checkpoint" if args.checkpoint else "random init"
     title = f"ERF ({args.gradient}), {results[0][2].num_images} images ({source}), {args.img_size}px, {weights}"
-    out = save_erf_grid(maps, args.out, title=title, captions=captions)
+    # one row per design, one column per kernel size
+    columns = len(args.kernel_sizes) if args.kernel_sizes and len(args.kernel_sizes) > 1 else None
+    out = save_erf_grid(maps, args.out, columns=columns, title=title, captions=captions)
     if args.npz:
         np.savez_compressed(args.npz, **{f"map{i}": r.contribution for i, (_, _, r) in enumerate(results)},
                             labels=np.array([r.label for _, _, r in results]))

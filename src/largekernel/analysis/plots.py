@@ -7,7 +7,7 @@ no global backend switch), so these work headless and never disturb a user's int
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -77,10 +77,12 @@ def save_metric_lines(
     group: str,
     title: str | None = None,
     log_x: bool = False,
-    log_y: bool = False,
+    log_y: bool | Collection[str] = False,
     x_label: str | None = None,
 ) -> Path:
     """One subplot per metric (key -> axis label) against ``x``, one line per value of ``group``.
+
+    ``log_y`` is ``True`` for every subplot or the metric keys whose axis is logarithmic.
 
     Rows missing a metric (``None``) are left out of that subplot, so partial measurements plot.
     """
@@ -111,7 +113,7 @@ def save_metric_lines(
         axis.grid(True, alpha=0.3, which="both")
         if log_x:
             axis.set_xscale("log", base=2)
-        if log_y:
+        if log_y is True or (not isinstance(log_y, bool) and key in log_y):
             axis.set_yscale("log")
     for axis in axes[count:]:
         axis.axis("off")

@@ -158,8 +158,9 @@ def _plot(records: list[dict], args: argparse.Namespace) -> None:
             "peak_memory_mib": "peak memory, fwd+bwd (MiB)",
         }
         title = f"{args.model} @{records[0]['resolution']}px by attention design ({setting})"
+        # timings span orders of magnitude between designs: log axes keep the cheap designs readable
         save_metric_lines(rows, args.plot, x="kernel_size", metrics=metrics, group="attention", title=title,
-                          x_label="kernel size")
+                          x_label="kernel size", log_y={"forward_ms", "forward_backward_ms", "throughput"})
         return
     rows = [{**r, "mmacs": r["macs"] / 1e6} for r in records]
     metrics = {"params": "parameters", "mmacs": "MMACs", "latency_ms": "forward latency (ms)"}

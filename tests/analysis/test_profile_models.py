@@ -129,3 +129,11 @@ def test_profile_cli_rejects_unknown_model_and_mixed_modes(capsys):
     assert "unknown model" in capsys.readouterr().err
     assert main(["profile", "--model", "van_b0", "--scaling"]) == 2
     assert "separate modes" in capsys.readouterr().err
+
+
+def test_profile_model_without_attention_options_gives_one_row(capsys):
+    assert main(["profile", "--model", "smt_t", "--resolution", "64", "--macs-only"]) == 0
+    out = capsys.readouterr().out
+    assert "smt_t" in out and "GMACs incl. attn" in out
+    assert main(["profile", "--model", "smt_t", "--kernel-sizes", "7", "--macs-only"]) == 2
+    assert "no attention design or kernel size" in capsys.readouterr().err

@@ -25,10 +25,10 @@ MODULE_RESOLUTION, MODEL_RESOLUTION = 56, 224
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--kernel-sizes", type=int, nargs="+", default=list(PAPER_KERNEL_SIZES), metavar="K",
+        "--kernel-sizes", type=int, nargs="+", default=None, metavar="K",
         help="odd kernel sizes (default: the LSKA paper's 7 11 23 35 41 53)",
     )
-    parser.add_argument("--designs", nargs="+", default=list(DESIGNS), choices=DESIGNS, help="attention designs")
+    parser.add_argument("--designs", nargs="+", default=None, choices=DESIGNS, help="attention designs (default: all four)")
     parser.add_argument("--model", help="profile this whole model (e.g. van_lska_tiny) with each design and kernel size")
     parser.add_argument("--scaling", action="store_true", help="cost against input resolution (models and stage-3 mixers)")
     parser.add_argument(
@@ -59,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
     from ..layers.decomposition import check_kernel_size
     from ._runtime import resolve_device, resolve_dtype
 
+    sweep_given = args.designs is not None or args.kernel_sizes is not None
+    args.designs = args.designs or list(DESIGNS)
+    args.kernel_sizes = args.kernel_sizes or list(PAPER_KERNEL_SIZES)
     for kernel_size in args.kernel_sizes:
         check_kernel_size(kernel_size, "profile")
     for name in ("dim", "resolution", "batch"):
@@ -81,18 +84,20 @@ def run(args: argparse.Namespace) -> int:
             dtype=dtype, min_run_time=args.min_run_time, progress=progress, **measure,
         )
     elif args.model:
-        from ..models import is_model
-        from .profile import profile_models
+        from ..models import create_model
+        from .profile import profile_model, profile_models
 
-        if not is_model(args.model):
-            from ..models import create_model
-
-            create_model(args.model)  # raises the registry's error with close matches
-        rows = profile_models(
-            args.model, args.designs, args.kernel_sizes, progress=progress,
+        default = create_model(args.model)  # an unknown name raises the registry's error with close matches
+        settings = dict(
             resolution=args.resolution or MODEL_RESOLUTION, batch=args.batch, device=device, dtype=dtype,
             min_run_time=args.min_run_time, **measure,
         )
+        if hasattr(default, "attention") and hasattr(default, "kernel_size"):
+            rows = profile_models(args.model, args.designs, args.kernel_sizes, progress=progress, **settings)
+        elif sweep_given:
+            raise ValueError(f"model {args.model!r} has no attention design or kernel size to vary; drop --designs/--kernel-sizes")
+        else:  # e.g. SMT: one row for the model as published
+            rows = [profile_model(args.model, **settings)]
     else:
         from .profile import profile_modules
 
@@ -184,11 +189,15 @@ def _print_model_table(records: list[dict], args: argparse.Namespace) -> None:
 
     first = records[0]
     table = Table(title=f"{args.model} @{first['resolution']}px, batch {first['batch']}, {first['device']} {first['dtype']}")
-    for column in ("kernel", "design", "params (M)", "GMACs", "fwd ms", "fwd+bwd ms", "img/s", "peak MiB"):
+    with_attention = any(r["macs_with_attention"] != r["macs"] for r in records)
+    columns = ["kernel", "design", "params (M)", "GMACs"] + (["GMACs incl. attn"] if with_attention else [])
+    for column in (*columns, "fwd ms", "fwd+bwd ms", "img/s", "peak MiB"):
         table.add_column(column, justify="left" if column == "design" else "right", no_wrap=True)
     for r in records:
+        attention_cell = [f"{r['macs_with_attention'] / 1e9:.3f}"] if with_attention else []
         table.add_row(
-            str(r["kernel_size"]), r["attention"], f"{r['params'] / 1e6:.3f}", f"{r['macs'] / 1e9:.3f}",
+            str(r["kernel_size"] or "-"), r["attention"] or "-", f"{r['params'] / 1e6:.3f}", f"{r['macs'] / 1e9:.3f}",
+            *attention_cell,
             _fmt(r["forward_ms"], ".1f"), _fmt(r["forward_backward_ms"], ".1f"), _fmt(r["throughput"], ".1f"),
             _fmt(r["peak_memory_mib"], ".0f"),
         )

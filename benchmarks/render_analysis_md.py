@@ -100,8 +100,11 @@ Every convolutional mixer's MACs grow 4x per doubling of the side; MSA's attenti
 with respect to the input, relu'd, summed over channels and averaged over images, shown as
 `log10(x + 1)` rescaled); the area ratio for `t` is the area of the smallest centred square that
 holds more than `t` of that map, over the input area. The models below are at random
-initialisation (no trained weights ship offline; `--checkpoint` gives trained ones), so they show
-the architecture's reach rather than learned behaviour.
+initialisation (no trained weights ship offline; `--checkpoint` gives trained ones). At
+initialisation VAN's residual branches are scaled by a layer scale of 0.01, so the map is dominated
+by the square footprint of the patch-embedding convolutions, and the kernel size changes it little:
+the comparison the LSKA paper draws (larger kernels, larger ERF) needs trained weights
+(`largekernel erf --model van_b0 --checkpoint van_b0.pth --images DIR`).
 
 ![ERF of VAN-Tiny](erf_van_tiny.png)
 

@@ -24,6 +24,12 @@ def _new_figure(width: float, height: float):
     return figure
 
 
+def _null_locator():
+    from matplotlib.ticker import NullLocator
+
+    return NullLocator()
+
+
 def _save(figure, path: str | Path) -> Path:
     path = Path(path)
     if path.suffix.lower() != ".png":
@@ -113,6 +119,9 @@ def save_metric_lines(
         axis.grid(True, alpha=0.3, which="both")
         if log_x:
             axis.set_xscale("log", base=2)
+            ticks = sorted({row[x] for row in rows})
+            axis.set_xticks(ticks, [str(tick) for tick in ticks])
+            axis.xaxis.set_minor_locator(_null_locator())  # only the measured resolutions
         if log_y is True or (not isinstance(log_y, bool) and key in log_y):
             axis.set_yscale("log")
     for axis in axes[count:]:

@@ -103,12 +103,12 @@ def test_profile_model_cli_json_csv_plot(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     csv_path, png_path = tmp_path / "rows.csv", tmp_path / "plot.png"
     code = main([
-        "profile", "--model", "van_lska_tiny", "--kernel-sizes", "7", "11", "--designs", "lska",
+        "profile", "--model", "van_lska_tiny", "--kernel-sizes", "7", "--designs", "lska", "lka",
         "--resolution", "64", "--min-run-time", "0.01", "--no-memory", "--json", "--csv", str(csv_path), "--plot", str(png_path),
     ])
     assert code == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [(r["kernel_size"], r["attention"]) for r in rows] == [(7, "lska"), (11, "lska")]
+    assert [(r["kernel_size"], r["attention"]) for r in rows] == [(7, "lska"), (7, "lka")]
     for row in rows:
         assert row["forward_ms"] > 0 and row["forward_backward_ms"] > 0 and row["throughput"] > 0
         assert row["peak_memory_mib"] is None  # --no-memory (measure_peak_memory is tested above)

@@ -160,7 +160,7 @@ def _print_table(records: list[dict], thresholds: list[float], out: Path) -> Non
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="Effective receptive field: area ratio (side px) of the smallest centred square holding t of the contribution")
+    table = Table()
     table.add_column("configuration")
     table.add_column("images", justify="right")
     for threshold in thresholds:
@@ -169,5 +169,6 @@ def _print_table(records: list[dict], thresholds: list[float], out: Path) -> Non
         cells = [f"{r['ratio']:.3f} ({r['side']})" for r in record["area_ratios"]]
         table.add_row(record["label"], str(record["num_images"]), *cells)
     console = Console(width=None if sys.stdout.isatty() else 160)  # a pipe gets unwrapped rows
+    console.print("effective receptive field: area ratio (side in px) of the smallest centred square holding t of it")
     console.print(table)
     console.print(f"heatmaps: {out}")

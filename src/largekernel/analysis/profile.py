@@ -259,7 +259,16 @@ def _profile_built(
         x = torch.randn(*input_shape, device=device, dtype=dtype)
         model.train()
         step = _forward_backward(model, x)
-        step()  # warm-up: lazy initialisation and allocator growth stay out of the numbers
+        try:
+            step()  # warm-up: lazy initialisation and allocator growth stay out of the numbers
+        except ValueError as error:
+            if "more than 1 value per channel" not in str(error):
+                raise
+            raise ValueError(
+                f"{label}: forward+backward runs in training mode, where BatchNorm needs more than one value "
+                f"per channel; the last feature map at {resolution}px with batch {batch} is too small "
+                "(use a larger resolution or batch, or --macs-only)"
+            ) from error
         if memory:
             model.zero_grad(set_to_none=True)  # so the last step's gradients are not counted as live before
             peak, method = measure_peak_memory(step, device)

@@ -11,6 +11,7 @@ from .layers import (
     lka_decomposition,
     lska_decomposition,
 )
+from .inference import optimize_for_inference
 from .models import create_model, list_models, load_checkpoint, save_checkpoint
 
 __version__ = "0.1.0"
@@ -25,6 +26,7 @@ __all__ = [
     "create_attention",
     "create_model",
     "list_models",
+    "optimize_for_inference",
     "load_checkpoint",
     "save_checkpoint",
     "lka_decomposition",

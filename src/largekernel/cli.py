@@ -14,6 +14,9 @@ import sys
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "profile": ("largekernel.analysis.profile_cli", "params, FLOPs and latency of the attention designs (or whole models)"),
+    "export": ("largekernel.export_cli", "write a model as ONNX (dynamic batch and size) and check it in onnxruntime"),
+    "train": ("largekernel.train.train_cli", "train a large-kernel model on an embedded dataset or an image folder"),
+    "eval": ("largekernel.train.eval_cli", "top-1/top-5, loss and throughput of a trained or published model"),
     "models": ("largekernel.models.models_cli", "list the backbones (VAN, VAN-LSKA, SMT) with params, GMACs and released weights"),
     "yolo": ("largekernel.integrations.yolo_cli", "Ultralytics' yolo CLI with LSKA/LKA/SAM blocks and configs registered"),
     "erf": ("largekernel.analysis.erf_cli", "effective receptive fields of models or attention layers: heatmap PNG and area ratios"),

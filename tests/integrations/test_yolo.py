@@ -51,9 +51,16 @@ def _import_ultralytics() -> None:
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: torchvision\nVersion: {version}\n")
         sys.path.insert(0, _STUB_DIR)
+    # Ultralytics replaces PIL.Image.open with a wrapper that pip-installs pi-heif on the first
+    # unreadable file; keep that out of the rest of the test session (and never auto-install)
+    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+    from PIL import Image
+
+    pil_open = Image.open
     try:
         import ultralytics.nn.tasks  # noqa: F401
     finally:
+        Image.open = pil_open
         if _STUB_DIR in sys.path:
             sys.path.remove(_STUB_DIR)
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..kernels import cpu as cpu_kernels
+from ..kernels import fused_cascade
 from ._checks import check_dim, check_nchw
 from .decomposition import check_kernel_size, lka_decomposition
 
@@ -48,8 +50,12 @@ class LKA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_nchw(x, self.dim, "LKA")
-        attn = self.conv1(self.conv_spatial(self.conv0(x)))
-        return x * attn
+        attn = fused_cascade(self, x)  # fused Triton kernels on CUDA, else None
+        if attn is None and cpu_kernels.use_fast_cpu_path(x):
+            return cpu_kernels.lka_forward(self, x)  # NHWC CPU path (kernels/cpu.py)
+        if attn is None:
+            attn = self.conv_spatial(self.conv0(x))
+        return x * self.conv1(attn)
 
     def extra_repr(self) -> str:
         dec = self.decomposition
@@ -77,6 +83,8 @@ class LKATrivial(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_nchw(x, self.dim, "LKATrivial")
+        if cpu_kernels.use_fast_cpu_path(x):
+            return cpu_kernels.lka_trivial_forward(self, x)
         return x * self.conv1(self.conv0(x))
 
     def extra_repr(self) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..kernels import cpu as cpu_kernels
+from ..kernels import fused_cascade
 from ._checks import check_dim, check_nchw
 from .decomposition import check_kernel_size, lska_decomposition
 
@@ -52,7 +54,11 @@ class LSKA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_nchw(x, self.dim, "LSKA")
-        attn = self.conv_spatial_v(self.conv_spatial_h(self.conv0v(self.conv0h(x))))
+        attn = fused_cascade(self, x)  # fused Triton kernels on CUDA, else None
+        if attn is None and cpu_kernels.use_fast_cpu_path(x):
+            return cpu_kernels.lska_forward(self, x)  # NHWC CPU path (kernels/cpu.py)
+        if attn is None:
+            attn = self.conv_spatial_v(self.conv_spatial_h(self.conv0v(self.conv0h(x))))
         return x * self.conv1(attn)
 
     def extra_repr(self) -> str:
@@ -86,6 +92,8 @@ class LSKATrivial(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_nchw(x, self.dim, "LSKATrivial")
+        if cpu_kernels.use_fast_cpu_path(x):
+            return cpu_kernels.lska_trivial_forward(self, x)
         return x * self.conv1(self.conv0v(self.conv0h(x)))
 
     def extra_repr(self) -> str:

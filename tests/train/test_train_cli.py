@@ -1,0 +1,176 @@
+"""``largekernel train`` / ``eval`` end to end: run files, eval, resume after SIGKILL, DDP, bad inputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from largekernel.cli import main
+
+from train_helpers import REPO, TINY_MODEL_ARGS, TINY_TRAIN, write_image_folder
+
+TIMING = {"epoch_seconds", "images_per_second"}
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """One tiny run on a written image folder (3 classes, 20 PNGs each), shared by several tests."""
+    root = tmp_path_factory.mktemp("trained")
+    folder = write_image_folder(root / "images", classes=3, per_class=20)
+    out = root / "run"
+    assert main(["train", "--data", str(folder), *TINY_TRAIN, "--epochs", "3", "--lr", "3e-3", "--out", str(out)]) == 0
+    return folder, out
+
+
+def test_train_writes_every_run_file(trained):
+    folder, out = trained
+    rows = read_rows(out / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert set(rows[0]) == {"epoch", "train_loss", "val_loss", "val_top1", "val_top5", "lr", "epoch_seconds", "images_per_second"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs"] == 3 and summary["train_images"] == 48 and summary["val_images"] == 12
+    assert "top5" not in summary  # 3 classes: top-5 would always be 100 %
+    assert summary["top1"] == pytest.approx(float(rows[-1]["val_top1"]), abs=1e-3)
+    assert summary["images_per_second"] > 0 and summary["params"] > 0
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "checkpoints" / "last.ckpt").is_file() and (out / "checkpoints" / "best.ckpt").is_file()
+    assert json.loads((out / "model.json").read_text())["class_names"] == ["class_0", "class_1", "class_2"]
+    # the band pattern is easy: three epochs on 48 images learn it
+    assert float(rows[-1]["val_loss"]) < float(rows[0]["val_loss"])
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+
+
+def test_eval_of_saved_weights_reproduces_the_held_out_score(trained, capsys):
+    folder, out = trained
+    summary = json.loads((out / "summary.json").read_text())
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(out / "model.safetensors"), "--data", str(folder), "--json", "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["images"] == 12 and result["top1"] == pytest.approx(summary["top1"])
+    assert result["loss"] == pytest.approx(summary["val_loss"], rel=1e-5)
+    assert result["images_per_second"] > 0
+    # the Lightning checkpoint of the last epoch holds the same weights
+    assert main(["eval", "--checkpoint", str(out / "checkpoints" / "last.ckpt"), "--data", str(folder), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["top1"] == pytest.approx(summary["top1"])
+    assert main(["eval", "--checkpoint", str(out / "model.safetensors"), "--data", str(folder), "--split", "all"]) == 0
+    assert "60 images" in capsys.readouterr().out
+
+
+def test_training_on_real_digits_lowers_the_loss(tmp_path):
+    out = tmp_path / "digits"
+    args = ["train", "--data", "digits", *TINY_TRAIN, "--epochs", "2", "--batch-size", "64", "--out", str(out)]
+    assert main(args) == 0
+    rows = read_rows(out / "metrics.csv")
+    assert float(rows[1]["val_loss"]) < float(rows[0]["val_loss"]) < 2.31  # ln 10 = 2.303: chance
+    assert float(rows[1]["val_top1"]) > 30.0  # chance is 10 %
+
+
+def test_run_killed_mid_training_resumes_to_the_identical_result(tmp_path):
+    folder = write_image_folder(tmp_path / "images", classes=3, per_class=12)
+    common = ["--data", str(folder), *TINY_TRAIN, "--epochs", "5", "--batch-size", "8", "--seed", "7"]
+    whole = tmp_path / "whole"
+    assert main(["train", *common, "--out", str(whole)]) == 0
+
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "largekernel", "train", *common, "--out", str(killed)],
+        env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    last = killed / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, process.stderr.read().decode()[-2000:]
+    epochs_done = len(read_rows(killed / "metrics.csv"))
+    assert 1 <= epochs_done < 5, "the kill must land mid-training"
+
+    assert main(["train", "--out", str(killed), "--resume", "--quiet"]) == 0
+    a, b = load_file(str(whole / "model.safetensors")), load_file(str(killed / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    strip = lambda rows: [{k: v for k, v in row.items() if k not in TIMING} for row in rows]  # noqa: E731
+    assert strip(read_rows(whole / "metrics.csv")) == strip(read_rows(killed / "metrics.csv"))
+    assert json.loads((killed / "summary.json").read_text())["top1"] == json.loads((whole / "summary.json").read_text())["top1"]
+
+
+def test_ddp_with_two_cpu_processes(tmp_path):
+    folder = write_image_folder(tmp_path / "images", classes=3, per_class=10)
+    out = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    env.pop("LARGEKERNEL_RUN_DIR", None)
+    completed = subprocess.run(
+        [sys.executable, "-m", "largekernel", "train", "--data", str(folder), *TINY_TRAIN, "--epochs", "1",
+         "--batch-size", "4", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--out", str(out)],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=180,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2
+    assert len(read_rows(out / "metrics.csv")) == 1
+    assert summary["images_per_second"] > 0 and summary["train_images"] == 24
+    assert "held-out top-1" in completed.stdout and completed.stdout.count("held-out top-1") == 1  # rank 0 reports
+
+
+def _error(capsys, *argv: str) -> str:
+    capsys.readouterr()
+    assert main(list(argv)) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return captured.err
+
+
+def test_bad_inputs_give_clear_errors(tmp_path, trained, capsys):
+    folder, out = trained
+    assert "neither an embedded dataset" in _error(capsys, "train", "--data", str(tmp_path / "missing"), "--quiet")
+    (tmp_path / "empty").mkdir()
+    assert "no class sub-folders" in _error(capsys, "train", "--data", str(tmp_path / "empty"), "--quiet")
+    broken = write_image_folder(tmp_path / "broken", classes=2, per_class=3)
+    (broken / "class_1" / "bad.png").write_bytes(b"\x89PNG but truncated")
+    assert "bad.png" in _error(capsys, "train", "--data", str(broken), *TINY_TRAIN, "--out", str(tmp_path / "b"))
+    message = _error(capsys, "eval", "--checkpoint", str(out / "model.safetensors"), "--data", "digits")
+    assert "class-count mismatch" in message and "3 classes" in message and "10" in message
+    assert "--resume" in _error(capsys, "train", "--data", str(folder), *TINY_TRAIN, "--out", str(out))
+    assert "holds no run" in _error(capsys, "train", "--out", str(tmp_path / "fresh"), "--resume")
+    assert "--lr" in _error(capsys, "train", "--out", str(out), "--resume", "--lr", "0.5")
+    assert "does not exist" in _error(capsys, "eval", "--checkpoint", str(tmp_path / "nope.safetensors"))
+    assert "positive" in _error(capsys, "train", "--data", str(folder), "--epochs", "0", "--out", str(tmp_path / "z"))
+
+
+def test_fine_tune_and_eval_from_published_style_weights(tmp_path, capsys):
+    import largekernel
+    from largekernel.models.checkpoint import save_checkpoint
+
+    published = tmp_path / "published.safetensors"
+    source = largekernel.create_model("van_lska_tiny", num_classes=7, kernel_size=7, **TINY_MODEL_ARGS)
+    save_checkpoint(source, published)
+    folder = write_image_folder(tmp_path / "images", classes=3, per_class=6)
+    out = tmp_path / "tuned"
+    # a vanishing learning rate: the tuned weights must still be the published ones (new classifier aside)
+    assert main(["train", "--data", str(folder), *TINY_TRAIN, "--epochs", "1", "--lr", "1e-12",
+                 "--checkpoint-path", str(published), "--out", str(out)]) == 0
+    assert json.loads((out / "model.json").read_text())["in_chans"] == 3  # grey images fed as RGB
+    tuned, start = load_file(str(out / "model.safetensors")), source.state_dict()
+    assert tuned["head.weight"].shape == (3, 16)
+    for name, parameter in source.named_parameters():
+        if not name.startswith("head."):
+            torch.testing.assert_close(tuned[name], start[name], atol=1e-8, rtol=0)
+    overrides = ["--model", "van_lska_tiny", "--model-args", json.dumps(TINY_MODEL_ARGS), "--kernel-size", "7",
+                 "--checkpoint-path", str(published), "--img-size", "16"]
+    message = _error(capsys, "eval", *overrides, "--data", str(folder))
+    assert "7 classes" in message and "3" in message

@@ -77,6 +77,10 @@ The parameter and MAC columns equal ARCHITECTURES.md's VAN-Tiny table for k = 7,
 checks this). Peak memory is the growth of live tensor bytes during one forward+backward step
 (CPU: `torch.profiler` memory timeline; CUDA: `torch.cuda.max_memory_allocated`).
 
+On a CPU the forward pass of the attention layers runs the library's channels-last path, so even
+LKA-trivial's dense 101x101 kernels stay within a few times LSKA's forward time; the backward pass
+of dense large kernels does not, and forward+backward is where LSKA's linear cost shows most.
+
 ![VAN-Tiny profile](profile_van_tiny.png)
 
 {profile_table()}

@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from largekernel.analysis.plots import save_erf_grid, save_metric_lines  # noqa: E402
+from largekernel.analysis.plots import save_erf_grid, save_metric_lines
 
 
 def png_size(path):

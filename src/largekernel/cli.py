@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("largekernel.train.eval_cli", "top-1/top-5, loss and throughput of a trained or published model"),
     "models": ("largekernel.models.models_cli", "list the backbones (VAN, VAN-LSKA, SMT) with params, GMACs and released weights"),
     "yolo": ("largekernel.integrations.yolo_cli", "Ultralytics' yolo CLI with LSKA/LKA/SAM blocks and configs registered"),
+    "erf": ("largekernel.analysis.erf_cli", "effective receptive fields of models or attention layers: heatmap PNG and area ratios"),
 }
 
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_parameters", "count_macs"]
+__all__ = ["count_macs", "count_parameters"]
 
 
 def _register_cpu_attention_formula() -> None:

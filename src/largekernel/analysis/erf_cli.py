@@ -121,9 +121,11 @@ def run(args: argparse.Namespace) -> int:
 
     maps = {result.label: result.log_scaled() for _, _, result in results}
     ratios = {result.label: result.area_ratios(args.thresholds) for _, _, result in results}
-    captions = {
-        label: "  ".join(f"{100 * r.threshold:g}%:{r.ratio:.3f}" for r in values) for label, values in ratios.items()
-    }
+    def caption(values) -> str:  # two thresholds per line, so neighbouring panels' captions never touch
+        parts = [f"{100 * r.threshold:g}%: {r.ratio:.3f}" for r in values]
+        return "\n".join("   ".join(parts[i : i + 2]) for i in range(0, len(parts), 2))
+
+    captions = {label: caption(values) for label, values in ratios.items()}
     source = "embedded digits" if args.images == "embedded" else Path(args.images).name
     weights = "checkpoint" if args.checkpoint else "random init"
     title = f"ERF ({args.gradient}), {results[0][2].num_images} images ({source}), {args.img_size}px, {weights}"

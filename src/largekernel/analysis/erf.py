@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models._common import IMAGENET_MEAN, IMAGENET_STD  # one definition for the package
+
 __all__ = [
     "DEFAULT_THRESHOLDS",
     "IMAGENET_MEAN",
@@ -40,8 +42,6 @@ __all__ = [
     "log_scaled",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_THRESHOLDS = (0.2, 0.3, 0.5, 0.99)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 GradientMode = Literal["relu", "abs"]

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PyramidBackbone", "check_out_indices", "check_stage_lists", "checkpoint_block", "feature_info", "init_weights"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PyramidBackbone", "create_from_config", "check_out_indices", "check_stage_lists", "checkpoint_block", "feature_info", "init_weights"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -186,3 +186,18 @@ class PyramidBackbone(nn.Module):
         if self.features_only:
             return self.forward_intermediates(x, self.out_indices)
         return self.forward_head(self.forward_features(x))
+
+
+def create_from_config(cls: type[nn.Module], configs: dict[str, dict], variant: str, overrides: dict[str, Any]) -> nn.Module:
+    """Build ``variant`` of a family from its config dict, with overrides, and attach its ``pretrained_cfg``."""
+    config = configs[variant]
+    model = cls(**{**config["arch"], **overrides})
+    model.pretrained_cfg = {  # type: ignore[assignment]
+        "architecture": variant,
+        "url": config.get("url"),
+        "num_classes": 1000,
+        "input_size": (3, 224, 224),
+        "mean": IMAGENET_MEAN,
+        "std": IMAGENET_STD,
+    }
+    return model

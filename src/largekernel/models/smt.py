@@ -18,12 +18,11 @@ from torch import nn
 
 from ..layers import SAM, DropPath
 from ._common import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     PyramidBackbone,
     check_out_indices,
     check_stage_lists,
     checkpoint_block,
+    create_from_config,
     feature_info,
     init_weights,
 )
@@ -372,17 +371,7 @@ SMT_CONFIGS: dict[str, dict[str, Any]] = {
 
 
 def _create_smt(variant: str, **overrides: Any) -> SMT:
-    config = SMT_CONFIGS[variant]
-    model = SMT(**{**config["arch"], **overrides})
-    model.pretrained_cfg = {  # type: ignore[assignment]
-        "architecture": variant,
-        "url": config.get("url"),
-        "num_classes": 1000,
-        "input_size": (3, 224, 224),
-        "mean": IMAGENET_MEAN,
-        "std": IMAGENET_STD,
-    }
-    return model
+    return create_from_config(SMT, SMT_CONFIGS, variant, overrides)  # type: ignore[return-value]
 
 
 @register_model

@@ -21,12 +21,11 @@ from torch import nn
 from ..layers import DropPath, SpatialGatingAttention
 from ..layers.attention import ATTENTIONS
 from ._common import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     PyramidBackbone,
     check_out_indices,
     check_stage_lists,
     checkpoint_block,
+    create_from_config,
     feature_info,
     init_weights,
 )
@@ -390,17 +389,7 @@ VAN_CONFIGS: dict[str, dict[str, Any]] = {
 
 
 def _create_van(variant: str, **overrides: Any) -> VAN:
-    config = VAN_CONFIGS[variant]
-    model = VAN(**{**config["arch"], **overrides})
-    model.pretrained_cfg = {  # type: ignore[assignment]
-        "architecture": variant,
-        "url": config.get("url"),
-        "num_classes": 1000,
-        "input_size": (3, 224, 224),
-        "mean": IMAGENET_MEAN,
-        "std": IMAGENET_STD,
-    }
-    return model
+    return create_from_config(VAN, VAN_CONFIGS, variant, overrides)  # type: ignore[return-value]
 
 
 @register_model

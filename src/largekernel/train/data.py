@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
+from ..models._common import IMAGENET_MEAN, IMAGENET_STD  # one definition for the package
+
 __all__ = [
     "EMBEDDED_DATASETS",
     "IMAGE_EXTENSIONS",
@@ -42,8 +44,6 @@ __all__ = [
 
 SPLIT_SEED = 0
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import DEFAULT_MODEL, DEFAULT_SMALL_OVERRIDES, TrainConfig
+from .config import DEFAULT_MODEL, TrainConfig
 from .data import EMBEDDED_DATASETS, DataSplit, EpochShuffleSampler, ShardSampler, load_data
 from .module import AtomicCheckpointIO, EpochMetricsWriter, ImageClassifier, atomic_write_bytes, write_json
 

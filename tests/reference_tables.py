@@ -1,4 +1,4 @@
-"""Numbers copied from ../shared/reference/ARCHITECTURES.md, shared by several test files."""
+"""Numbers copied from tests/data/ARCHITECTURES.md (a copy of ../shared/reference), shared by several test files."""
 
 # ARCHITECTURES.md section 2: k_size -> (d, a, a padding, m, m padding)
 LSKA_TABLE = {

@@ -1,35 +1,64 @@
-"""largekernel: large-kernel convolutional attention (LKA, LSKA, SAM) for PyTorch."""
+"""largekernel: large-kernel convolutional attention (LKA, LSKA, SAM) for PyTorch.
 
-from .layers import (
-    LKA,
-    LSKA,
-    SAM,
-    LKATrivial,
-    LSKATrivial,
-    SpatialGatingAttention,
-    create_attention,
-    lka_decomposition,
-    lska_decomposition,
-)
-from .inference import optimize_for_inference
-from .models import create_model, list_models, load_checkpoint, save_checkpoint
+The public names below are imported on first use (PEP 562), so ``import largekernel`` and the
+``largekernel`` command's ``--help`` stay light: torch is imported only when a layer, model or
+tool is first touched.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "LKA",
-    "LKATrivial",
-    "LSKA",
-    "LSKATrivial",
-    "SAM",
-    "SpatialGatingAttention",
-    "create_attention",
-    "create_model",
-    "list_models",
-    "optimize_for_inference",
-    "load_checkpoint",
-    "save_checkpoint",
-    "lka_decomposition",
-    "lska_decomposition",
-    "__version__",
-]
+# public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    "LKA": "largekernel.layers",
+    "LKATrivial": "largekernel.layers",
+    "LSKA": "largekernel.layers",
+    "LSKATrivial": "largekernel.layers",
+    "SAM": "largekernel.layers",
+    "SpatialGatingAttention": "largekernel.layers",
+    "create_attention": "largekernel.layers",
+    "lka_decomposition": "largekernel.layers",
+    "lska_decomposition": "largekernel.layers",
+    "optimize_for_inference": "largekernel.inference",
+    "create_model": "largekernel.models",
+    "list_models": "largekernel.models",
+    "load_checkpoint": "largekernel.models",
+    "save_checkpoint": "largekernel.models",
+}
+_SUBPACKAGES = ("analysis", "export", "inference", "integrations", "kernels", "layers", "models", "train")
+
+__all__ = [*_EXPORTS, "__version__"]
+
+if TYPE_CHECKING:
+    from .inference import optimize_for_inference
+    from .layers import (
+        LKA,
+        LSKA,
+        SAM,
+        LKATrivial,
+        LSKATrivial,
+        SpatialGatingAttention,
+        create_attention,
+        lka_decomposition,
+        lska_decomposition,
+    )
+    from .models import create_model, list_models, load_checkpoint, save_checkpoint
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif name in _SUBPACKAGES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module 'largekernel' has no attribute {name!r}")
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS, *_SUBPACKAGES})

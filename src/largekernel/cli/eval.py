@@ -10,6 +10,7 @@ from ._common import json_object
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
+    add("--task", choices=("classify", "segment"), default="classify", help="classify (default) or segment (mIoU of a segmenter)")
     add("--checkpoint", help="a largekernel train output: model.safetensors (with model.json beside it) or a .ckpt")
     add("--model", help="registered model name, for published weights (with --checkpoint-path)")
     add("--checkpoint-path", help="published weights for --model")
@@ -27,9 +28,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--threads", type=int, help="CPU threads (default: half the cores, at least 1)")
     add("--json", action="store_true", help="print the result as JSON")
     add("--quiet", action="store_true", help="no progress bar or Lightning banners")
+    from ._segment import add_eval_arguments  # --task segment's own options
+
+    add_eval_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "task", "classify") == "segment":
+        from ._segment import run_eval
+
+        return run_eval(args)
     from ..train.evaluate import evaluate, load_for_eval
 
     import os

@@ -73,14 +73,27 @@ def test_released_backbone_checkpoint_loads_into_the_backbone(tmp_path) -> None:
         torch.testing.assert_close(value, classifier.state_dict()[key], msg=key)
 
 
-def _to_mmseg(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Our segmenter keys in mmseg 1.x's layout: the mmpretrain VAN backbone (``blocks1.0``,
-    ``patch_embed1.projection``, ``DW_conv``), head keys unchanged."""
-    from largekernel.models.van import to_mmpretrain_layout
+# mmpretrain's VAN names for ours (mmseg 1.x builds its VAN backbone from mmpretrain)
+_MMPRETRAIN_NAMES = [
+    (r"^patch_embed(\d)\.proj\.", r"patch_embed\1.projection."),
+    (r"^block(\d)\.", r"blocks\1."),
+    (r"spatial_gating_unit\.conv0\.", "spatial_gating_unit.DW_conv."),
+    (r"spatial_gating_unit\.conv_spatial\.", "spatial_gating_unit.DW_D_conv."),
+    (r"mlp\.dwconv\.dwconv\.", "mlp.dwconv."),
+]
 
-    backbone = {k[len("backbone."):]: v for k, v in state_dict.items() if k.startswith("backbone.")}
-    converted = to_mmpretrain_layout(backbone)  # prefixes 'backbone.'
-    return {**converted, **{k: v for k, v in state_dict.items() if not k.startswith("backbone.")}}
+
+def _to_mmseg(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our segmenter keys in mmseg 1.x's layout (written here, independently of the package's converter)."""
+    out = {}
+    for key, value in state_dict.items():
+        if key.startswith("backbone."):
+            rest = key[len("backbone."):]
+            for pattern, replacement in _MMPRETRAIN_NAMES:
+                rest = re.sub(pattern, replacement, rest)
+            key = "backbone." + rest
+        out[key] = value
+    return out
 
 
 def test_mmseg_checkpoint_converts_and_loads(tmp_path) -> None:

@@ -207,12 +207,17 @@ def create_segmenter(
 
 
 def create_segmenter_from_name(
-    name: str, pretrained: bool = False, checkpoint_path: str | os.PathLike[str] | None = None, **overrides: Any
+    name: str,
+    pretrained: bool = False,
+    checkpoint_path: str | os.PathLike[str] | None = None,
+    backbone_checkpoint: str | os.PathLike[str] | None = None,
+    **overrides: Any,
 ) -> Segmenter:
     """``create_model('van_b2_upernet', num_classes=150, ...)``: the registry's entry for segmenters.
 
     ``num_classes`` and the :class:`Segmenter` options go to the segmenter; any other override goes
-    to the backbone. ``checkpoint_path`` is a whole segmenter checkpoint.
+    to the backbone. ``checkpoint_path`` is a whole segmenter checkpoint, ``backbone_checkpoint``
+    classification weights for the backbone.
     """
     parts = split_segmenter_name(name)
     if parts is None:
@@ -223,4 +228,4 @@ def create_segmenter_from_name(
     backbone_args = {k: v for k, v in overrides.items() if k not in segmenter_keys}
     num_classes = head_args.pop("num_classes", 150)
     return create_segmenter(backbone, head, num_classes, pretrained=pretrained, checkpoint_path=checkpoint_path,
-                            backbone_args=backbone_args, **head_args)
+                            backbone_checkpoint=backbone_checkpoint, backbone_args=backbone_args, **head_args)

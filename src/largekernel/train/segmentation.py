@@ -202,14 +202,9 @@ def build_segmenter(config: SegmentConfig, num_classes: int) -> nn.Module:
     parts = split_segmenter_name(name)
     if parts is None:
         raise ConfigurationError(f"--model {name!r} is not a segmenter: use <backbone>_fpn or <backbone>_upernet (e.g. van_b0_upernet)")
-    model = create_segmenter_from_name(name, num_classes=num_classes, **overrides)
-    if config.checkpoint_path is not None:
-        from ..models.checkpoint import load_checkpoint
-
-        if not Path(config.checkpoint_path).is_file():
-            raise FileNotFoundError(f"--checkpoint-path {config.checkpoint_path} does not exist")
-        load_checkpoint(model.backbone, config.checkpoint_path)
-    return model
+    if config.checkpoint_path is not None and not Path(config.checkpoint_path).is_file():
+        raise FileNotFoundError(f"--checkpoint-path {config.checkpoint_path} does not exist")
+    return create_segmenter_from_name(name, num_classes=num_classes, backbone_checkpoint=config.checkpoint_path, **overrides)
 
 
 def _inference_settings(config: SegmentConfig, img_size: int) -> dict[str, Any]:

@@ -9,7 +9,13 @@ from PIL import Image
 
 from largekernel.errors import DataError
 from largekernel.train.segmentation_data import (
-    IGNORE_INDEX, SCENE_CLASSES, SegmentationFolder, denormalise, load_segmentation_data, pad_collate, write_scene_folders,
+    IGNORE_INDEX,
+    SCENE_CLASSES,
+    SegmentationFolder,
+    denormalise,
+    load_segmentation_data,
+    pad_collate,
+    write_scene_folders,
 )
 
 
@@ -20,12 +26,12 @@ def folder(tmp_path):
 
 def test_written_folder_round_trips_the_scenes(folder) -> None:
     from largekernel.train.scenes import digit_scenes
-    from largekernel.train.segmentation_data import SCENE_SETTINGS
+    from largekernel.train.segmentation_data import SCENE_LAYOUT
 
     data = load_segmentation_data(str(folder), img_size=48)
     assert data.classes == SCENE_CLASSES and len(data.train) == 4 and len(data.val) == 2
     image, mask = data.val.load_pair(0)
-    scene = next(iter(digit_scenes(1, seed=3 + 1_000_003, **{**SCENE_SETTINGS, "size": 48})))
+    scene = next(iter(digit_scenes(1, 48, seed=3 + 1_000_003, **SCENE_LAYOUT)))
     assert (image == scene.image).all() and (mask == scene.mask).all()  # lossless PNGs, validation seed
     val_image, val_mask = data.val[0]  # held-out: resized to the short side only, no augmentation
     assert val_image.shape == (3, 48, 48) and torch.equal(val_mask, torch.from_numpy(scene.mask).long())
@@ -51,7 +57,9 @@ def test_training_crops_are_square_and_padded_with_the_ignore_label(folder) -> N
 
 def test_image_without_annotation_is_named(folder) -> None:
     Image.fromarray(np.zeros((48, 48, 3), np.uint8)).save(folder / "images" / "training" / "orphan.png")
-    with pytest.raises(DataError, match=r"mismatched image/mask pairs: 1 image\(s\) .* without an annotation PNG \(e.g. orphan.png\)"):
+    with pytest.raises(
+        DataError, match=r"mismatched image/mask pairs: 1 image\(s\) .* without an annotation PNG \(e.g. orphan.png\)"
+    ):
         load_segmentation_data(str(folder))
 
 
@@ -62,7 +70,9 @@ def test_annotation_without_image_is_named(folder) -> None:
 
 
 def test_image_and_mask_of_different_sizes(folder) -> None:
-    Image.fromarray(np.zeros((40, 48), np.uint8), mode="L").save(folder / "annotations" / "training" / "scene_00001.png")
+    Image.fromarray(np.zeros((40, 48), np.uint8), mode="L").save(
+        folder / "annotations" / "training" / "scene_00001.png"
+    )
     dataset = SegmentationFolder(folder, "training", 11, 48, train=False)
     dataset[0]  # the others are fine
     with pytest.raises(DataError, match=r"scene_00001.png is 48x48 but .*scene_00001.png is 48x40"):
@@ -74,7 +84,9 @@ def test_label_values_out_of_range(folder) -> None:
     mask[0, :3] = [11, 12, 255]  # 255 is the ignore label, fine
     Image.fromarray(mask, mode="L").save(folder / "annotations" / "validation" / "scene_00000.png")
     dataset = SegmentationFolder(folder, "validation", 11, 48, train=False)
-    with pytest.raises(DataError, match=r"scene_00000.png: label values \[11, 12\] out of range: expected 0..10 or 255"):
+    with pytest.raises(
+        DataError, match=r"scene_00000.png: label values \[11, 12\] out of range: expected 0..10 or 255"
+    ):
         dataset[0]
 
 
@@ -103,9 +115,18 @@ def test_folder_needs_a_class_count(tmp_path, folder) -> None:
 
 
 def test_pad_collate_pads_masks_with_ignore() -> None:
-    images, masks = pad_collate([(torch.ones(3, 2, 3), torch.zeros(2, 3, dtype=torch.long)), (torch.ones(3, 4, 2), torch.ones(4, 2, dtype=torch.long))])
+    images, masks = pad_collate(
+        [
+            (torch.ones(3, 2, 3), torch.zeros(2, 3, dtype=torch.long)),
+            (torch.ones(3, 4, 2), torch.ones(4, 2, dtype=torch.long)),
+        ]
+    )
     assert images.shape == (2, 3, 4, 3) and masks.shape == (2, 4, 3)
-    assert (masks[0, 2:] == IGNORE_INDEX).all() and (masks[1, :, 2] == IGNORE_INDEX).all() and images[0, :, 2:].abs().sum() == 0
+    assert (
+        (masks[0, 2:] == IGNORE_INDEX).all()
+        and (masks[1, :, 2] == IGNORE_INDEX).all()
+        and images[0, :, 2:].abs().sum() == 0
+    )
 
 
 def test_embedded_scenes_have_eleven_classes_and_disjoint_splits() -> None:

@@ -29,7 +29,9 @@ def _conv(cin: int, cout: int, k: int, norm: bool = True) -> int:
     return cin * cout * k * k + (2 * cout if norm else cout)
 
 
-def upernet_formula(in_channels: list[int], num_classes: int, channels: int = 512, scales: int = 4, aux: bool = True) -> int:
+def upernet_formula(
+    in_channels: list[int], num_classes: int, channels: int = 512, scales: int = 4, aux: bool = True
+) -> int:
     """Parameter count of mmseg's UPerHead (+ FCNHead aux on stage 3), from the configs' numbers alone."""
     count = scales * _conv(in_channels[-1], channels, 1)  # PPM
     count += _conv(in_channels[-1] + scales * channels, channels, 3)  # bottleneck
@@ -72,27 +74,44 @@ def test_upernet_counts_match_the_van_segmentation_table(backbone) -> None:
     assert abs(millions - PUBLISHED_UPERNET_MILLIONS[backbone]) < 1.0, f"{backbone}: {millions:.2f} M"
 
 
-@pytest.mark.xfail(strict=True, reason="VAN-Segmentation lists 117 M for VAN-B5 + UperNet, but its own config "
-                   "(embed_dims 96/192/480/768, depths 3/3/24/3, 512-ch UPerHead, 256-ch aux) adds up to 121.9 M")
+@pytest.mark.xfail(
+    strict=True,
+    reason="VAN-Segmentation lists 117 M for VAN-B5 + UperNet, but its own config "
+    "(embed_dims 96/192/480/768, depths 3/3/24/3, 512-ch UPerHead, 256-ch aux) adds up to 121.9 M",
+)
 def test_upernet_b5_matches_the_table() -> None:
     assert abs(_meta_segmenter("van_b5", "upernet").num_parameters() / 1e6 - 117) < 1.0
 
 
 def test_state_dict_uses_mmseg_names() -> None:
-    upernet = create_segmenter("van_b0", "upernet", 5, backbone_args={"depths": [1, 1, 1, 1]}, channels=16, aux_channels=8)
+    upernet = create_segmenter(
+        "van_b0", "upernet", 5, backbone_args={"depths": [1, 1, 1, 1]}, channels=16, aux_channels=8
+    )
     keys = set(upernet.state_dict())
     for key in (
-        "decode_head.psp_modules.0.1.conv.weight", "decode_head.psp_modules.3.1.bn.running_var",
-        "decode_head.bottleneck.conv.weight", "decode_head.lateral_convs.2.bn.bias", "decode_head.fpn_convs.0.conv.weight",
-        "decode_head.fpn_bottleneck.bn.weight", "decode_head.conv_seg.weight", "decode_head.conv_seg.bias",
-        "auxiliary_head.convs.0.conv.weight", "auxiliary_head.conv_seg.bias", "backbone.block1.0.attn.proj_1.weight",
+        "decode_head.psp_modules.0.1.conv.weight",
+        "decode_head.psp_modules.3.1.bn.running_var",
+        "decode_head.bottleneck.conv.weight",
+        "decode_head.lateral_convs.2.bn.bias",
+        "decode_head.fpn_convs.0.conv.weight",
+        "decode_head.fpn_bottleneck.bn.weight",
+        "decode_head.conv_seg.weight",
+        "decode_head.conv_seg.bias",
+        "auxiliary_head.convs.0.conv.weight",
+        "auxiliary_head.conv_seg.bias",
+        "backbone.block1.0.attn.proj_1.weight",
     ):
         assert key in keys, key
     assert "decode_head.bottleneck.conv.bias" not in keys  # a conv before BN has no bias (mmcv ConvModule)
     fpn = create_segmenter("van_b0", "fpn", 5, backbone_args={"depths": [1, 1, 1, 1]}, neck_channels=16, channels=8)
     keys = set(fpn.state_dict())
-    for key in ("neck.lateral_convs.0.conv.bias", "neck.fpn_convs.3.conv.weight", "decode_head.scale_heads.0.0.conv.weight",
-                "decode_head.scale_heads.3.4.bn.running_mean", "decode_head.conv_seg.weight"):
+    for key in (
+        "neck.lateral_convs.0.conv.bias",
+        "neck.fpn_convs.3.conv.weight",
+        "decode_head.scale_heads.0.0.conv.weight",
+        "decode_head.scale_heads.3.4.bn.running_mean",
+        "decode_head.conv_seg.weight",
+    ):
         assert key in keys, key
     assert not any(k.startswith("auxiliary_head.") for k in keys)  # Semantic FPN trains without one
 

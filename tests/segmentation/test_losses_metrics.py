@@ -41,7 +41,7 @@ def test_loss_ignores_255_and_weights_the_aux_head() -> None:
     logits, aux = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 2, 2)
     masks = torch.randint(0, 3, (2, 8, 8))
     masks[0, 0] = IGNORE_INDEX
-    up = lambda x: F.interpolate(x, size=(8, 8), mode="bilinear", align_corners=False)  # noqa: E731
+    up = lambda x: F.interpolate(x, size=(8, 8), mode="bilinear", align_corners=False)
     keep = masks != IGNORE_INDEX
 
     def manual(x):
@@ -56,7 +56,7 @@ def test_poly_schedule_with_linear_warmup() -> None:
     factor = poly_lr_lambda(max_iters=100, warmup_iters=10, power=0.9)
     assert factor(0) == pytest.approx(1e-6, abs=1e-6)
     assert factor(5) == pytest.approx((1 - 5 / 100) ** 0.9 * (1 - 0.5 * (1 - 1e-6)))
-    assert factor(10) == pytest.approx(0.9 ** 0.9) and factor(50) == pytest.approx(0.5 ** 0.9)
+    assert factor(10) == pytest.approx(0.9**0.9) and factor(50) == pytest.approx(0.5**0.9)
     assert factor(100) == 0.0 and factor(120) == 0.0
     assert all(factor(i) >= factor(i + 1) for i in range(10, 100))
 
@@ -67,3 +67,23 @@ def test_norms_and_biases_are_not_decayed() -> None:
     assert [p.shape for p in decay["params"]] == [torch.Size([4, 3, 3, 3])]
     assert len(no_decay["params"]) == 5 and no_decay["weight_decay"] == 0.0
     assert not math.isnan(decay["weight_decay"])
+
+
+def test_ohem_keeps_the_hard_pixels_as_mmseg() -> None:
+    from largekernel.train.segmentation import ohem_weights
+
+    # 1 image, 2 classes, 4 pixels with true-class probabilities 0.9, 0.6, 0.3 and one ignored
+    p_true = torch.tensor([0.9, 0.6, 0.3, 0.5])
+    masks = torch.tensor([[[0, 1, 0, IGNORE_INDEX]]])
+    logit_true = torch.log(p_true / (1 - p_true))
+    other = torch.zeros(4)
+    logits = torch.stack(
+        [torch.where(masks[0, 0] == 0, logit_true, other), torch.where(masks[0, 0] == 1, logit_true, other)]
+    )[None, :, None, :]
+    logits = logits[:, :, 0, :][:, :, None, :]  # (1, 2, 1, 4)
+    assert ohem_weights(logits, masks, thresh=0.7, min_kept=1).tolist() == [[[0.0, 1.0, 1.0, 0.0]]]
+    # too few below the threshold: the min_kept-th smallest probability raises it
+    assert ohem_weights(logits, masks, thresh=0.1, min_kept=1).tolist() == [[[0.0, 0.0, 1.0, 0.0]]]
+    assert ohem_weights(logits, masks, thresh=0.1, min_kept=2).tolist() == [[[0.0, 1.0, 1.0, 0.0]]]
+    loss = segmentation_loss(logits, masks, ohem_thresh=0.7, ohem_min_kept=1)
+    assert loss.item() == pytest.approx(-(math.log(0.6) + math.log(0.3)) / 3, rel=1e-5)

@@ -18,8 +18,13 @@ TINY_FPN = {"neck_channels": 16, "channels": 8}
 
 def tiny(head: str = "upernet", num_classes: int = 5, backbone: str = "van_b0", **kwargs) -> Segmenter:
     head_args = TINY_UPERNET if head == "upernet" else TINY_FPN
-    return create_segmenter(backbone, head, num_classes, backbone_args=TINY_VAN if backbone.startswith("van") else kwargs.pop("backbone_args"),
-                            **{**head_args, **kwargs})
+    return create_segmenter(
+        backbone,
+        head,
+        num_classes,
+        backbone_args=TINY_VAN if backbone.startswith("van") else kwargs.pop("backbone_args"),
+        **{**head_args, **kwargs},
+    )
 
 
 @pytest.mark.parametrize("head", ["fpn", "upernet"])
@@ -65,7 +70,10 @@ def test_released_backbone_checkpoint_loads_into_the_backbone(tmp_path) -> None:
     # the VAN-Classification release: reference key names, a 1000-class head, wrapped in 'state_dict'
     classifier = lk.create_model("van_b0", **TINY_VAN)
     released = {"state_dict": {k: v.clone() for k, v in classifier.state_dict().items()}}
-    assert "head.weight" in released["state_dict"] and "block1.0.attn.spatial_gating_unit.conv0.weight" in released["state_dict"]
+    assert (
+        "head.weight" in released["state_dict"]
+        and "block1.0.attn.spatial_gating_unit.conv0.weight" in released["state_dict"]
+    )
     path = tmp_path / "van_b0.pth"
     torch.save(released, path)
     model = create_segmenter("van_b0", "upernet", 5, backbone_checkpoint=path, backbone_args=TINY_VAN, **TINY_UPERNET)
@@ -88,7 +96,7 @@ def _to_mmseg(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out = {}
     for key, value in state_dict.items():
         if key.startswith("backbone."):
-            rest = key[len("backbone."):]
+            rest = key[len("backbone.") :]
             for pattern, replacement in _MMPRETRAIN_NAMES:
                 rest = re.sub(pattern, replacement, rest)
             key = "backbone." + rest
@@ -100,14 +108,19 @@ def test_mmseg_checkpoint_converts_and_loads(tmp_path) -> None:
     source = tiny("upernet").eval()
     mmseg_state = _to_mmseg(source.state_dict())
     # the mapping really renames: these are mmseg's names, not ours
-    assert "backbone.patch_embed1.projection.weight" in mmseg_state and "backbone.blocks1.0.attn.spatial_gating_unit.DW_conv.weight" in mmseg_state
+    assert (
+        "backbone.patch_embed1.projection.weight" in mmseg_state
+        and "backbone.blocks1.0.attn.spatial_gating_unit.DW_conv.weight" in mmseg_state
+    )
     assert not any(re.match(r"backbone\.block\d", k) for k in mmseg_state)
     path = tmp_path / "upernet_van_b0_mmseg.pth"
     torch.save({"meta": {"CLASSES": ["a"] * 5}, "state_dict": mmseg_state}, path)  # mmseg's checkpoint wrapper
     converted = source.checkpoint_filter(mmseg_state)
     assert set(converted) == set(source.state_dict())
     assert converted["backbone.patch_embed1.proj.weight"] is mmseg_state["backbone.patch_embed1.projection.weight"]
-    loaded = create_segmenter("van_b0", "upernet", 5, checkpoint_path=path, backbone_args=TINY_VAN, **TINY_UPERNET).eval()
+    loaded = create_segmenter(
+        "van_b0", "upernet", 5, checkpoint_path=path, backbone_args=TINY_VAN, **TINY_UPERNET
+    ).eval()
     x = torch.randn(1, 3, 48, 48)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), source(x))
@@ -119,13 +132,15 @@ def test_reference_layout_segmenter_and_dropped_aux_head(tmp_path) -> None:
     path = tmp_path / "van_segmentation.pth"
     torch.save({"state_dict": source.state_dict()}, path)
     with pytest.warns(UserWarning, match="auxiliary_head weights dropped"):
-        no_aux = create_segmenter("van_b0", "upernet", 5, checkpoint_path=path, backbone_args=TINY_VAN, aux_head=False, **TINY_UPERNET)
+        no_aux = create_segmenter(
+            "van_b0", "upernet", 5, checkpoint_path=path, backbone_args=TINY_VAN, aux_head=False, **TINY_UPERNET
+        )
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(no_aux.eval()(x), source(x))  # aux is train-time only
     wrong_classes = tmp_path / "wrong.pth"
     torch.save(tiny("upernet", num_classes=7).state_dict(), wrong_classes)
-    with pytest.raises(ValueError, match="decode_head.conv_seg.weight"):
+    with pytest.raises(ValueError, match=r"decode_head\.conv_seg\.weight"):
         create_segmenter("van_b0", "upernet", 5, checkpoint_path=wrong_classes, backbone_args=TINY_VAN, **TINY_UPERNET)
 
 

@@ -11,9 +11,21 @@ import pytest
 from largekernel.cli import main
 from largekernel.train.segmentation_data import write_scene_folders
 
-TINY = ["--model", "van_lska_tiny_upernet", "--model-args",
-        json.dumps({"depths": [1, 1, 1, 1], "embed_dims": [16, 24, 32, 48], "kernel_size": 7, "channels": 24, "aux_channels": 16}),
-        "--img-size", "48", "--batch-size", "8", "--threads", "1", "--quiet"]
+TINY = [
+    "--model",
+    "van_lska_tiny_upernet",
+    "--model-args",
+    json.dumps(
+        {"depths": [1, 1, 1, 1], "embed_dims": [16, 24, 32, 48], "kernel_size": 7, "channels": 24, "aux_channels": 16}
+    ),
+    "--img-size",
+    "48",
+    "--batch-size",
+    "8",
+    "--threads",
+    "1",
+    "--quiet",
+]
 
 
 @pytest.fixture(scope="module")
@@ -22,12 +34,30 @@ def run(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("segment")
     folder = write_scene_folders(root / "ade", train=24, val=6, size=48, seed=0)
     out = root / "run"
-    assert main(["train", "--task", "segment", "--data", str(folder), *TINY, "--epochs", "3", "--lr", "3e-3", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--task",
+                "segment",
+                "--data",
+                str(folder),
+                *TINY,
+                "--epochs",
+                "3",
+                "--lr",
+                "3e-3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return folder, out
 
 
 def test_train_writes_the_run_files(run, capsys) -> None:
-    folder, out = run
+    _folder, out = run
     summary = json.loads((out / "summary.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
     assert summary["model"] == "van_lska_tiny_upernet" and summary["train_images"] == 24 and summary["val_images"] == 6
@@ -45,14 +75,35 @@ def test_train_writes_the_run_files(run, capsys) -> None:
 
 
 def test_eval_reproduces_the_training_score_whole_and_slide(run, capsys, tmp_path) -> None:
-    folder, out = run
+    _folder, out = run
     trained = json.loads((out / "metrics.json").read_text())
     capsys.readouterr()
-    assert main(["eval", "--task", "segment", "--checkpoint", str(out / "model.safetensors"), "--json", "--threads", "1"]) == 0
+    assert (
+        main(["eval", "--task", "segment", "--checkpoint", str(out / "model.safetensors"), "--json", "--threads", "1"])
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["mIoU"] == pytest.approx(trained["mIoU"], abs=1e-6) and result["images"] == 6
-    assert main(["eval", "--task", "segment", "--checkpoint", str(out / "model.safetensors"), "--inference", "slide",
-                 "--crop-size", "32", "--stride", "16", "--out", str(tmp_path / "eval")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--task",
+                "segment",
+                "--checkpoint",
+                str(out / "model.safetensors"),
+                "--inference",
+                "slide",
+                "--crop-size",
+                "32",
+                "--stride",
+                "16",
+                "--out",
+                str(tmp_path / "eval"),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "slide" in printed and "mIoU" in printed and (tmp_path / "eval" / "overlay.png").is_file()
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["inference"] == "slide"
@@ -61,9 +112,30 @@ def test_eval_reproduces_the_training_score_whole_and_slide(run, capsys, tmp_pat
 def test_eval_of_a_named_model_with_a_checkpoint(run, capsys) -> None:
     folder, out = run
     args = json.loads(TINY[3])
-    assert main(["eval", "--task", "segment", "--model", "van_lska_tiny_upernet", "--model-args", json.dumps(args),
-                 "--checkpoint-path", str(out / "model.safetensors"), "--data", str(folder), "--img-size", "48", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["mIoU"] == pytest.approx(json.loads((out / "metrics.json").read_text())["mIoU"], abs=1e-6)
+    assert (
+        main(
+            [
+                "eval",
+                "--task",
+                "segment",
+                "--model",
+                "van_lska_tiny_upernet",
+                "--model-args",
+                json.dumps(args),
+                "--checkpoint-path",
+                str(out / "model.safetensors"),
+                "--data",
+                str(folder),
+                "--img-size",
+                "48",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["mIoU"] == pytest.approx(
+        json.loads((out / "metrics.json").read_text())["mIoU"], abs=1e-6
+    )
 
 
 def test_user_errors_are_one_line(run, capsys, tmp_path) -> None:
@@ -73,5 +145,7 @@ def test_user_errors_are_one_line(run, capsys, tmp_path) -> None:
     assert main(["train", "--task", "segment", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "y")]) == 2
     assert "neither the embedded 'scenes' nor a folder" in capsys.readouterr().err
     (folder / "images" / "validation" / "scene_00000.png").unlink()
-    assert main(["eval", "--task", "segment", "--checkpoint", str(out / "model.safetensors"), "--data", str(folder)]) == 2
+    assert (
+        main(["eval", "--task", "segment", "--checkpoint", str(out / "model.safetensors"), "--data", str(folder)]) == 2
+    )
     assert "mismatched image/mask pairs" in capsys.readouterr().err

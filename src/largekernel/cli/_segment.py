@@ -14,10 +14,20 @@ __all__ = ["add_eval_arguments", "add_train_arguments", "run_eval", "run_train"]
 
 
 def _add_common(group) -> None:
-    group.add_argument("--num-classes", type=int, help="segment: classes of an ADE20K-style folder (default: its classes.txt)")
-    group.add_argument("--reduce-zero-label", action="store_true", default=None,
-                       help="segment: ADE20K's label convention (0 = other -> ignored, c -> c-1)")
-    group.add_argument("--inference", choices=("whole", "slide"), help="segment: whole-image or sliding-window inference (default whole)")
+    group.add_argument(
+        "--num-classes", type=int, help="segment: classes of an ADE20K-style folder (default: its classes.txt)"
+    )
+    group.add_argument(
+        "--reduce-zero-label",
+        action="store_true",
+        default=None,
+        help="segment: ADE20K's label convention (0 = other -> ignored, c -> c-1)",
+    )
+    group.add_argument(
+        "--inference",
+        choices=("whole", "slide"),
+        help="segment: whole-image or sliding-window inference (default whole)",
+    )
     group.add_argument("--crop-size", type=int, help="segment: sliding window side (default: --img-size)")
     group.add_argument("--stride", type=int, help="segment: sliding window stride (default: 2/3 of the window)")
 
@@ -35,16 +45,23 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _add_common(group)
     group.add_argument("--aux-weight", type=float, help=f"segment: auxiliary head loss weight (default {d.aux_weight})")
-    group.add_argument("--poly-power", type=float, help=f"segment: poly learning-rate decay power (default {d.poly_power})")
+    group.add_argument(
+        "--poly-power", type=float, help=f"segment: poly learning-rate decay power (default {d.poly_power})"
+    )
     group.add_argument("--warmup-iters", type=int, help=f"segment: linear warmup iterations (default {d.warmup_iters})")
-    group.add_argument("--train-scenes", type=int, help=f"segment: generated training scenes (default {d.train_scenes})")
+    group.add_argument(
+        "--train-scenes", type=int, help=f"segment: generated training scenes (default {d.train_scenes})"
+    )
     group.add_argument("--val-scenes", type=int, help=f"segment: generated held-out scenes (default {d.val_scenes})")
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     """Options only ``eval --task segment`` reads."""
-    group = parser.add_argument_group("segmentation (--task segment)", "--checkpoint: a segment run's model.safetensors; "
-                                      "or --model <backbone>_<head> with --checkpoint-path (ours or mmseg's layout)")
+    group = parser.add_argument_group(
+        "segmentation (--task segment)",
+        "--checkpoint: a segment run's model.safetensors; "
+        "or --model <backbone>_<head> with --checkpoint-path (ours or mmseg's layout)",
+    )
     _add_common(group)
     group.add_argument("--out", help="segment: folder for overlay.png and metrics.json")
     group.add_argument("--val-scenes", type=int, help="segment: generated held-out scenes (default 200)")
@@ -57,7 +74,9 @@ def _config(args: argparse.Namespace):
         raise ValueError("--resume is not supported with --task segment; start a new run")
     given = {f.name: getattr(args, f.name) for f in fields(SegmentConfig) if getattr(args, f.name, None) is not None}
     if given.get("data") in ("mnist", "digits"):
-        raise ValueError(f"--data {given['data']} is a classification set; --task segment uses 'scenes' or an ADE20K-style folder")
+        raise ValueError(
+            f"--data {given['data']} is a classification set; --task segment uses 'scenes' or an ADE20K-style folder"
+        )
     return SegmentConfig(**given)
 
 
@@ -83,21 +102,48 @@ def run_eval(args: argparse.Namespace) -> int:
         data_name = args.data or description["data"]
         img_size = args.img_size or description["img_size"]
         num_classes = args.num_classes or description["num_classes"]
-        reduce_zero = args.reduce_zero_label if args.reduce_zero_label is not None else description.get("reduce_zero_label", False)
+        reduce_zero = (
+            args.reduce_zero_label
+            if args.reduce_zero_label is not None
+            else description.get("reduce_zero_label", False)
+        )
     elif args.model is not None:
         if args.data is None:
             raise ValueError("eval --task segment --model NAME needs --data ('scenes' or an ADE20K-style folder)")
-        data_name, img_size, num_classes, reduce_zero = args.data, args.img_size, args.num_classes, bool(args.reduce_zero_label)
+        data_name, img_size, num_classes, reduce_zero = (
+            args.data,
+            args.img_size,
+            args.num_classes,
+            bool(args.reduce_zero_label),
+        )
     else:
-        raise ValueError("eval --task segment needs --checkpoint RUN/model.safetensors, or --model NAME --checkpoint-path FILE")
-    data = load_segmentation_data(data_name, img_size, None if data_name == "scenes" else num_classes, reduce_zero,
-                                  train_count=(args.val_scenes or 200) if args.split == "train" else 1, val_count=args.val_scenes or 200)
+        raise ValueError(
+            "eval --task segment needs --checkpoint RUN/model.safetensors, or --model NAME --checkpoint-path FILE"
+        )
+    data = load_segmentation_data(
+        data_name,
+        img_size,
+        None if data_name == "scenes" else num_classes,
+        reduce_zero,
+        train_count=(args.val_scenes or 200) if args.split == "train" else 1,
+        val_count=args.val_scenes or 200,
+    )
     if args.checkpoint is None:
         from ..segmentation.model import create_segmenter_from_name
 
-        model = create_segmenter_from_name(args.model, num_classes=data.num_classes, checkpoint_path=args.checkpoint_path, **(args.model_args or {}))
-    result = evaluate_segmentation(model, data, args.split if args.split != "all" else "val", args.batch_size, args.inference or "whole",
-                                   args.crop_size, args.stride, args.out)
+        model = create_segmenter_from_name(
+            args.model, num_classes=data.num_classes, checkpoint_path=args.checkpoint_path, **(args.model_args or {})
+        )
+    result = evaluate_segmentation(
+        model,
+        data,
+        args.split if args.split != "all" else "val",
+        args.batch_size,
+        args.inference or "whole",
+        args.crop_size,
+        args.stride,
+        args.out,
+    )
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

@@ -6,11 +6,21 @@
 
 from __future__ import annotations
 
-from .heads import FCNHead, FPN, FPNHead, UPerHead
+from .heads import FPN, FCNHead, FPNHead, UPerHead
 from .inference import predict_logits, slide_inference
 from .model import HEADS, Segmenter, create_segmenter, create_segmenter_from_name, list_segmenters, split_segmenter_name
 
 __all__ = [
-    "FCNHead", "FPN", "FPNHead", "HEADS", "Segmenter", "UPerHead", "create_segmenter", "create_segmenter_from_name",
-    "list_segmenters", "predict_logits", "slide_inference", "split_segmenter_name",
+    "FPN",
+    "HEADS",
+    "FCNHead",
+    "FPNHead",
+    "Segmenter",
+    "UPerHead",
+    "create_segmenter",
+    "create_segmenter_from_name",
+    "list_segmenters",
+    "predict_logits",
+    "slide_inference",
+    "split_segmenter_name",
 ]

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ConvModule", "FCNHead", "FPN", "FPNHead", "UPerHead", "adaptive_avg_pool2d_exportable"]
+__all__ = ["FPN", "ConvModule", "FCNHead", "FPNHead", "UPerHead", "adaptive_avg_pool2d_exportable"]
 
 
 def _resize(x: torch.Tensor, size: Sequence[int] | torch.Size) -> torch.Tensor:
@@ -60,7 +61,7 @@ def adaptive_avg_pool2d_exportable(x: torch.Tensor, output_size: int) -> torch.T
     uses, so the two agree (tested) while this form traces with dynamic height and width.
     """
 
-    def bins(n: torch.Tensor | int) -> torch.Tensor:  # (output_size, n) averaging matrix
+    def bins(n: Any) -> torch.Tensor:  # (output_size, n) averaging matrix; n is a traced size when exporting
         index = torch.arange(output_size, device=x.device)
         start = torch.div(index * n, output_size, rounding_mode="floor")
         end = torch.div((index + 1) * n + output_size - 1, output_size, rounding_mode="floor")
@@ -93,7 +94,7 @@ class _ClassifierMixin(nn.Module):
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.conv_seg = nn.Conv2d(channels, num_classes, 1)
         nn.init.normal_(self.conv_seg.weight, 0.0, 0.01)  # mmseg's init of the classifier
-        nn.init.zeros_(self.conv_seg.bias)
+        nn.init.zeros_(self.conv_seg.bias)  # type: ignore[arg-type]
 
     def cls_seg(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_seg(self.dropout(x))
@@ -151,9 +152,13 @@ class FCNHead(_ClassifierMixin):
     Shapes: ``(B, in_channels, h, w) -> (B, num_classes, h, w)``.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, channels: int = 256, num_convs: int = 1, dropout: float = 0.1) -> None:
+    def __init__(
+        self, in_channels: int, num_classes: int, channels: int = 256, num_convs: int = 1, dropout: float = 0.1
+    ) -> None:
         super().__init__()
-        self.convs = nn.Sequential(*(ConvModule(in_channels if i == 0 else channels, channels, 3) for i in range(num_convs)))
+        self.convs = nn.Sequential(
+            *(ConvModule(in_channels if i == 0 else channels, channels, 3) for i in range(num_convs))
+        )
         self._init_classifier(channels, num_classes, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -170,16 +175,20 @@ class FPN(nn.Module):
     def __init__(self, in_channels: Sequence[int], out_channels: int = 256) -> None:
         super().__init__()
         self.lateral_convs = nn.ModuleList(ConvModule(c, out_channels, 1, norm=False, act=False) for c in in_channels)
-        self.fpn_convs = nn.ModuleList(ConvModule(out_channels, out_channels, 3, norm=False, act=False) for _ in in_channels)
+        self.fpn_convs = nn.ModuleList(
+            ConvModule(out_channels, out_channels, 3, norm=False, act=False) for _ in in_channels
+        )
         for module in self.modules():  # mmcv's xavier init of the FPN convs
             if isinstance(module, nn.Conv2d):
                 nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
+                nn.init.zeros_(module.bias)  # type: ignore[arg-type]
 
     def forward(self, maps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         laterals = [conv(x) for conv, x in zip(self.lateral_convs, maps)]
         for i in range(len(laterals) - 1, 0, -1):
-            laterals[i - 1] = laterals[i - 1] + F.interpolate(laterals[i], size=laterals[i - 1].shape[2:], mode="nearest")
+            laterals[i - 1] = laterals[i - 1] + F.interpolate(
+                laterals[i], size=laterals[i - 1].shape[2:], mode="nearest"
+            )
         return [conv(x) for conv, x in zip(self.fpn_convs, laterals)]
 
 
@@ -194,12 +203,19 @@ class FPNHead(_ClassifierMixin):
         channels: width of the branches (128).
     """
 
-    def __init__(self, in_channels: Sequence[int], strides: Sequence[int], num_classes: int, channels: int = 128, dropout: float = 0.1) -> None:
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        strides: Sequence[int],
+        num_classes: int,
+        channels: int = 128,
+        dropout: float = 0.1,
+    ) -> None:
         super().__init__()
         if len(in_channels) != len(strides):
             raise ValueError(f"FPNHead: {len(in_channels)} in_channels but {len(strides)} strides")
         self.scale_heads = nn.ModuleList()
-        for level, (width, stride) in enumerate(zip(in_channels, strides)):
+        for _level, (width, stride) in enumerate(zip(in_channels, strides)):
             length = max(1, int(math.log2(stride) - math.log2(strides[0])))
             layers: list[nn.Module] = []
             for k in range(length):

@@ -8,7 +8,9 @@ from torch import nn
 __all__ = ["predict_logits", "slide_inference"]
 
 
-def slide_inference(model: nn.Module, images: torch.Tensor, num_classes: int, crop_size: int, stride: int) -> torch.Tensor:
+def slide_inference(
+    model: nn.Module, images: torch.Tensor, num_classes: int, crop_size: int, stride: int
+) -> torch.Tensor:
     """Logits of ``images`` from overlapping ``crop_size`` windows ``stride`` apart, averaged.
 
     As mmseg: windows start every ``stride`` pixels and the last one is pushed back inside the
@@ -31,7 +33,14 @@ def slide_inference(model: nn.Module, images: torch.Tensor, num_classes: int, cr
     return logits / counts
 
 
-def predict_logits(model: nn.Module, images: torch.Tensor, num_classes: int, inference: str = "whole", crop_size: int = 512, stride: int = 341) -> torch.Tensor:
+def predict_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    num_classes: int,
+    inference: str = "whole",
+    crop_size: int = 512,
+    stride: int = 341,
+) -> torch.Tensor:
     """``inference='whole'``: one forward pass; ``'slide'``: :func:`slide_inference`."""
     if inference == "whole":
         return model(images)

@@ -18,9 +18,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .heads import FCNHead, FPN, FPNHead, UPerHead
+from .heads import FPN, FCNHead, FPNHead, UPerHead
 
-__all__ = ["HEADS", "Segmenter", "create_segmenter", "create_segmenter_from_name", "list_segmenters", "split_segmenter_name"]
+__all__ = [
+    "HEADS",
+    "Segmenter",
+    "create_segmenter",
+    "create_segmenter_from_name",
+    "list_segmenters",
+    "split_segmenter_name",
+]
 
 # head name -> published settings (VAN-Segmentation configs/_base_/models/{fpn,upernet}_van.py)
 HEADS: dict[str, dict[str, Any]] = {
@@ -66,7 +73,9 @@ class Segmenter(nn.Module):
             raise ValueError(f"unknown segmentation head {head!r}; choose one of {sorted(HEADS)}")
         info = getattr(backbone, "feature_info", None)
         if info is None or not hasattr(info, "channels"):
-            raise TypeError(f"Segmenter: the backbone {type(backbone).__name__} has no feature_info (build it with features_only=True)")
+            raise TypeError(
+                f"Segmenter: the backbone {type(backbone).__name__} has no feature_info (build it with features_only=True)"
+            )
         published = HEADS[head]
         in_channels, strides = list(info.channels()), list(info.reduction())
         self.backbone = backbone
@@ -76,15 +85,30 @@ class Segmenter(nn.Module):
         if head == "fpn":
             neck_width = neck_channels or published["neck_channels"]
             self.neck = FPN(in_channels, neck_width)
-            self.decode_head: nn.Module = FPNHead([neck_width] * len(in_channels), strides, num_classes, channels or published["channels"], dropout)
+            self.decode_head: nn.Module = FPNHead(
+                [neck_width] * len(in_channels), strides, num_classes, channels or published["channels"], dropout
+            )
         else:
-            self.decode_head = UPerHead(in_channels, num_classes, channels or published["channels"], pool_scales or published["pool_scales"], dropout)
+            self.decode_head = UPerHead(
+                in_channels,
+                num_classes,
+                channels or published["channels"],
+                pool_scales or published["pool_scales"],
+                dropout,
+            )
         use_aux = published["aux_head"] if aux_head is None else aux_head
         self.aux_index = published.get("aux_index", 2) if aux_index is None else aux_index
         if use_aux and not -len(in_channels) <= self.aux_index < len(in_channels):
-            raise ValueError(f"Segmenter: aux_index {self.aux_index} is not one of the {len(in_channels)} backbone maps")
+            raise ValueError(
+                f"Segmenter: aux_index {self.aux_index} is not one of the {len(in_channels)} backbone maps"
+            )
         self.auxiliary_head: nn.Module | None = (
-            FCNHead(in_channels[self.aux_index], num_classes, aux_channels or published.get("aux_channels", 256), dropout=dropout)
+            FCNHead(
+                in_channels[self.aux_index],
+                num_classes,
+                aux_channels or published.get("aux_channels", 256),
+                dropout=dropout,
+            )
             if use_aux
             else None
         )
@@ -121,7 +145,7 @@ class Segmenter(nn.Module):
 
 def convert_segmenter_state_dict(model: Segmenter, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """See :meth:`Segmenter.checkpoint_filter`."""
-    backbone_part = {k[len("backbone."):]: v for k, v in state_dict.items() if k.startswith("backbone.")}
+    backbone_part = {k[len("backbone.") :]: v for k, v in state_dict.items() if k.startswith("backbone.")}
     rest = {k: v for k, v in state_dict.items() if not k.startswith("backbone.")}
     if not backbone_part and rest and not any(k.startswith(("decode_head.", "neck.", "auxiliary_head.")) for k in rest):
         raise ValueError(
@@ -135,7 +159,11 @@ def convert_segmenter_state_dict(model: Segmenter, state_dict: dict[str, torch.T
     pruned = tuple(getattr(model.backbone, "pruned_checkpoint_prefixes", ()))
     out = {f"backbone.{k}": v for k, v in backbone_part.items() if not (pruned and k.startswith(pruned))}
     if model.auxiliary_head is None and any(k.startswith("auxiliary_head.") for k in rest):
-        warnings.warn("checkpoint's auxiliary_head weights dropped: this segmenter has no auxiliary head", UserWarning, stacklevel=3)
+        warnings.warn(
+            "checkpoint's auxiliary_head weights dropped: this segmenter has no auxiliary head",
+            UserWarning,
+            stacklevel=3,
+        )
         rest = {k: v for k, v in rest.items() if not k.startswith("auxiliary_head.")}
     out.update(rest)
     return out
@@ -196,8 +224,11 @@ def create_segmenter(
     network = create_model(backbone, pretrained=pretrained, checkpoint_path=backbone_checkpoint, **overrides)
     model = Segmenter(network, head, num_classes, **head_args)
     model.segmenter_config = {  # type: ignore[assignment]
-        "backbone": backbone, "head": head, "num_classes": num_classes,
-        "backbone_args": dict(backbone_args or {}), "head_args": dict(head_args),
+        "backbone": backbone,
+        "head": head,
+        "num_classes": num_classes,
+        "backbone_args": dict(backbone_args or {}),
+        "head_args": dict(head_args),
     }
     if checkpoint_path is not None:
         from ..models.checkpoint import load_checkpoint
@@ -223,9 +254,26 @@ def create_segmenter_from_name(
     if parts is None:
         raise ValueError(f"{name!r} is not a segmenter name (<backbone>_fpn or <backbone>_upernet)")
     backbone, head = parts
-    segmenter_keys = {"num_classes", "channels", "neck_channels", "pool_scales", "aux_head", "aux_channels", "aux_index", "dropout"}
+    segmenter_keys = {
+        "num_classes",
+        "channels",
+        "neck_channels",
+        "pool_scales",
+        "aux_head",
+        "aux_channels",
+        "aux_index",
+        "dropout",
+    }
     head_args = {k: v for k, v in overrides.items() if k in segmenter_keys}
     backbone_args = {k: v for k, v in overrides.items() if k not in segmenter_keys}
     num_classes = head_args.pop("num_classes", 150)
-    return create_segmenter(backbone, head, num_classes, pretrained=pretrained, checkpoint_path=checkpoint_path,
-                            backbone_checkpoint=backbone_checkpoint, backbone_args=backbone_args, **head_args)
+    return create_segmenter(
+        backbone,
+        head,
+        num_classes,
+        pretrained=pretrained,
+        checkpoint_path=checkpoint_path,
+        backbone_checkpoint=backbone_checkpoint,
+        backbone_args=backbone_args,
+        **head_args,
+    )

@@ -29,29 +29,67 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigurationError, DataError
+from ..errors import ConfigurationError
 from ..segmentation.inference import predict_logits
 from .segmentation_config import SegmentConfig
 from .segmentation_data import IGNORE_INDEX, SegmentationData, denormalise, load_segmentation_data, pad_collate
 
 __all__ = [
-    "SegmentationModule", "evaluate_segmentation", "load_segmenter", "poly_lr_lambda", "save_overlay",
-    "segmentation_loss", "segmentation_metrics", "train_segmentation",
+    "SegmentationModule",
+    "evaluate_segmentation",
+    "load_segmenter",
+    "poly_lr_lambda",
+    "save_overlay",
+    "segmentation_loss",
+    "segmentation_metrics",
+    "train_segmentation",
 ]
 
 
+def ohem_weights(logits: torch.Tensor, masks: torch.Tensor, thresh: float, min_kept: int) -> torch.Tensor:
+    """mmseg's ``OHEMPixelSampler``: 1 for the hard pixels, 0 elsewhere.
+
+    A labelled pixel is hard when its predicted probability of the true class is below ``thresh``,
+    or below the ``min_kept * batch``-th smallest such probability when fewer than that are.
+    ``logits`` are at the mask's size.
+    """
+    with torch.no_grad():
+        valid = masks != IGNORE_INDEX
+        probability = logits.softmax(1).gather(1, masks.masked_fill(~valid, 0)[:, None])[:, 0]
+        ranked = probability[valid].sort().values
+        threshold = thresh
+        if ranked.numel() > 0:
+            threshold = max(thresh, float(ranked[min(min_kept * len(masks), ranked.numel() - 1)]))
+        return ((probability < threshold) & valid).to(logits.dtype)
+
+
 def segmentation_loss(
-    logits: torch.Tensor, masks: torch.Tensor, aux_logits: torch.Tensor | None = None, aux_weight: float = 0.4
+    logits: torch.Tensor,
+    masks: torch.Tensor,
+    aux_logits: torch.Tensor | None = None,
+    aux_weight: float = 0.4,
+    ohem_thresh: float | None = None,
+    ohem_min_kept: int = 100_000,
 ) -> torch.Tensor:
-    """Cross-entropy (ignore 255) of the decode logits, plus ``aux_weight`` x that of the auxiliary ones."""
+    """Cross-entropy (ignore 255) of the decode logits, plus ``aux_weight`` x that of the auxiliary ones.
 
-    def ce(x: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, size=masks.shape[-2:], mode="bilinear", align_corners=False)
-        return F.cross_entropy(x, masks, ignore_index=IGNORE_INDEX)
+    With ``ohem_thresh``, the decode loss counts only the hard pixels (:func:`ohem_weights`), summed
+    over them and divided by the number of labelled pixels (mmseg weights the per-pixel loss the same
+    way); the auxiliary loss stays plain, as in mmseg's configs.
+    """
 
-    loss = ce(logits)
+    def upsample(x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, size=masks.shape[-2:], mode="bilinear", align_corners=False)
+
+    decode = upsample(logits)
+    if ohem_thresh is None:
+        loss = F.cross_entropy(decode, masks, ignore_index=IGNORE_INDEX)
+    else:
+        weights = ohem_weights(decode, masks, ohem_thresh, ohem_min_kept)
+        per_pixel = F.cross_entropy(decode, masks, ignore_index=IGNORE_INDEX, reduction="none")
+        loss = (per_pixel * weights).sum() / (masks != IGNORE_INDEX).sum().clamp(min=1)
     if aux_logits is not None:
-        loss = loss + aux_weight * ce(aux_logits)
+        loss = loss + aux_weight * F.cross_entropy(upsample(aux_logits), masks, ignore_index=IGNORE_INDEX)
     return loss
 
 
@@ -95,7 +133,8 @@ def segmentation_metrics(confusion: torch.Tensor, classes: tuple[str, ...] | Non
 
 def _parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     # as the VAN-Segmentation configs: no decay for norms (and biases, 1-d layer scales)
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
@@ -122,6 +161,8 @@ class SegmentationModule(_lightning().LightningModule):  # type: ignore[misc]
         warmup_iters: int = 50,
         poly_power: float = 1.0,
         aux_weight: float = 0.4,
+        ohem_thresh: float | None = None,
+        ohem_min_kept: int = 100_000,
         inference: str = "whole",
         crop_size: int = 512,
         stride: int = 341,
@@ -129,11 +170,12 @@ class SegmentationModule(_lightning().LightningModule):  # type: ignore[misc]
         super().__init__()
         from torchmetrics.classification import MulticlassConfusionMatrix
 
-        self.model = model
+        self.model: Any = model  # a Segmenter (forward_heads)
         self.classes = tuple(classes)
         self.lr, self.weight_decay = lr, weight_decay
         self.max_iters, self.warmup_iters, self.poly_power = max_iters, warmup_iters, poly_power
         self.aux_weight = aux_weight
+        self.ohem_thresh, self.ohem_min_kept = ohem_thresh, ohem_min_kept
         self.inference, self.crop_size, self.stride = inference, crop_size, stride
         self.confusion = MulticlassConfusionMatrix(len(classes), ignore_index=IGNORE_INDEX)
         self.last_metrics: dict[str, Any] = {}
@@ -144,7 +186,7 @@ class SegmentationModule(_lightning().LightningModule):  # type: ignore[misc]
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_index: int) -> torch.Tensor:
         images, masks = batch
         logits, aux = self.model.forward_heads(images)
-        loss = segmentation_loss(logits, masks, aux, self.aux_weight)
+        loss = segmentation_loss(logits, masks, aux, self.aux_weight, self.ohem_thresh, self.ohem_min_kept)
         self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(images))
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
         return loss
@@ -152,22 +194,31 @@ class SegmentationModule(_lightning().LightningModule):  # type: ignore[misc]
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_index: int) -> None:
         images, masks = batch
         logits = self(images)
-        self.log("val/loss", F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX), on_epoch=True, batch_size=len(images))
+        self.log(
+            "val/loss", F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX), on_epoch=True, batch_size=len(images)
+        )
         self.confusion.update(logits.argmax(1), masks)
 
     def on_validation_epoch_end(self) -> None:
         metrics = segmentation_metrics(self.confusion.compute().cpu(), self.classes)
         self.confusion.reset()
         self.last_metrics = metrics
-        self.log_dict({"val/mIoU": metrics["mIoU"], "val/aAcc": metrics["aAcc"], "val/mAcc": metrics["mAcc"]}, prog_bar=True, sync_dist=False)
+        self.log_dict(
+            {"val/mIoU": metrics["mIoU"], "val/aAcc": metrics["aAcc"], "val/mAcc": metrics["mAcc"]},
+            prog_bar=True,
+            sync_dist=False,
+        )
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(_parameter_groups(self.model, self.weight_decay), lr=self.lr, betas=(0.9, 0.999))
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lr_lambda(self.max_iters, self.warmup_iters, self.poly_power))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, poly_lr_lambda(self.max_iters, self.warmup_iters, self.poly_power)
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
 # -- runs ----------------------------------------------------------------------------------------
+
 
 def _write_json(path: Path, value: Any) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -201,10 +252,14 @@ def build_segmenter(config: SegmentConfig, num_classes: int) -> nn.Module:
     name, overrides = config.segmenter()
     parts = split_segmenter_name(name)
     if parts is None:
-        raise ConfigurationError(f"--model {name!r} is not a segmenter: use <backbone>_fpn or <backbone>_upernet (e.g. van_b0_upernet)")
+        raise ConfigurationError(
+            f"--model {name!r} is not a segmenter: use <backbone>_fpn or <backbone>_upernet (e.g. van_b0_upernet)"
+        )
     if config.checkpoint_path is not None and not Path(config.checkpoint_path).is_file():
         raise FileNotFoundError(f"--checkpoint-path {config.checkpoint_path} does not exist")
-    return create_segmenter_from_name(name, num_classes=num_classes, backbone_checkpoint=config.checkpoint_path, **overrides)
+    return create_segmenter_from_name(
+        name, num_classes=num_classes, backbone_checkpoint=config.checkpoint_path, **overrides
+    )
 
 
 def _inference_settings(config: SegmentConfig, img_size: int) -> dict[str, Any]:
@@ -223,7 +278,9 @@ def train_segmentation(config: SegmentConfig) -> dict[str, Any]:
     from ..segmentation.model import split_segmenter_name
 
     if split_segmenter_name(config.segmenter()[0]) is None:  # before generating or reading any data
-        raise ConfigurationError(f"--model {config.model!r} is not a segmenter: use <backbone>_fpn or <backbone>_upernet (e.g. van_b0_upernet)")
+        raise ConfigurationError(
+            f"--model {config.model!r} is not a segmenter: use <backbone>_fpn or <backbone>_upernet (e.g. van_b0_upernet)"
+        )
     start = time.perf_counter()
     out = Path(config.out or f"runs/segment-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
@@ -232,32 +289,74 @@ def train_segmentation(config: SegmentConfig) -> dict[str, Any]:
     if config.quiet:
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 
-    data = load_segmentation_data(config.data, config.img_size, config.num_classes, config.reduce_zero_label, config.train_scenes, config.val_scenes)
+    data = load_segmentation_data(
+        config.data,
+        config.img_size,
+        config.num_classes,
+        config.reduce_zero_label,
+        config.train_scenes,
+        config.val_scenes,
+    )
     model = build_segmenter(config, data.num_classes)
     collate = pad_collate
-    train_loader = DataLoader(data.train, batch_size=config.batch_size, shuffle=True, drop_last=len(data.train) > config.batch_size,
-                              num_workers=config.num_workers, collate_fn=collate)
-    val_loader = DataLoader(data.val, batch_size=max(1, config.batch_size), num_workers=config.num_workers, collate_fn=collate)
+    train_loader = DataLoader(
+        data.train,
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=len(data.train) > config.batch_size,
+        num_workers=config.num_workers,
+        collate_fn=collate,
+    )
+    val_loader = DataLoader(
+        data.val, batch_size=max(1, config.batch_size), num_workers=config.num_workers, collate_fn=collate
+    )
     max_iters = config.epochs * len(train_loader)
     settings = _inference_settings(config, data.img_size)
-    module = SegmentationModule(model, data.classes, config.lr, config.weight_decay, max_iters, min(config.warmup_iters, max_iters // 4),
-                                config.poly_power, config.aux_weight, **settings)
+    module = SegmentationModule(
+        model,
+        data.classes,
+        config.lr,
+        config.weight_decay,
+        max_iters,
+        min(config.warmup_iters, max_iters // 4),
+        config.poly_power,
+        config.aux_weight,
+        config.ohem_thresh,
+        config.ohem_min_kept,
+        **settings,
+    )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*predict_dataloader.*|.*LeafSpec.*|.*sync_dist.*|.*exists and is not empty.*")
+        warnings.filterwarnings(
+            "ignore", message=".*predict_dataloader.*|.*LeafSpec.*|.*sync_dist.*|.*exists and is not empty.*"
+        )
         trainer = lightning.Trainer(
-            max_epochs=config.epochs, accelerator=config.accelerator, devices=config.devices, precision=config.precision,
-            default_root_dir=str(out), logger=CSVLogger(str(out), name="", version=""), enable_checkpointing=False,
-            enable_progress_bar=not config.quiet, enable_model_summary=not config.quiet, num_sanity_val_steps=0,
-            check_val_every_n_epoch=max(1, config.epochs), log_every_n_steps=max(1, min(10, len(train_loader))),
+            max_epochs=config.epochs,
+            accelerator=config.accelerator,
+            devices=config.devices,
+            precision=config.precision,
+            default_root_dir=str(out),
+            logger=CSVLogger(str(out), name="", version=""),
+            enable_checkpointing=False,
+            enable_progress_bar=not config.quiet,
+            enable_model_summary=not config.quiet,
+            num_sanity_val_steps=0,
+            check_val_every_n_epoch=max(1, config.epochs),
+            log_every_n_steps=max(1, min(10, len(train_loader))),
         )
         trainer.fit(module, train_loader, val_loader)
     train_seconds = time.perf_counter() - start
     metrics = module.last_metrics
     name, overrides = config.segmenter()
     description = {
-        "model": name, "overrides": overrides, "num_classes": data.num_classes, "classes": list(data.classes),
-        "img_size": data.img_size, "data": config.data, "reduce_zero_label": config.reduce_zero_label, **settings,
+        "model": name,
+        "overrides": overrides,
+        "num_classes": data.num_classes,
+        "classes": list(data.classes),
+        "img_size": data.img_size,
+        "data": config.data,
+        "reduce_zero_label": config.reduce_zero_label,
+        **settings,
     }
     from ..models.checkpoint import save_checkpoint
 
@@ -266,10 +365,19 @@ def train_segmentation(config: SegmentConfig) -> dict[str, Any]:
     _write_json(out / "metrics.json", metrics)
     save_overlay(model.eval(), data.val, out / "overlay.png", data.num_classes, settings)
     summary = {
-        "model": name, "params": sum(p.numel() for p in model.parameters()), "data": data.name,
-        "train_images": len(data.train), "val_images": len(data.val), "epochs": config.epochs, "iterations": max_iters,
-        "mIoU": metrics.get("mIoU"), "aAcc": metrics.get("aAcc"), "mAcc": metrics.get("mAcc"),
-        "seconds": time.perf_counter() - start, "train_seconds": train_seconds, "out": str(out),
+        "model": name,
+        "params": sum(p.numel() for p in model.parameters()),
+        "data": data.name,
+        "train_images": len(data.train),
+        "val_images": len(data.val),
+        "epochs": config.epochs,
+        "iterations": max_iters,
+        "mIoU": metrics.get("mIoU"),
+        "aAcc": metrics.get("aAcc"),
+        "mAcc": metrics.get("mAcc"),
+        "seconds": time.perf_counter() - start,
+        "train_seconds": train_seconds,
+        "out": str(out),
     }
     _write_json(out / "summary.json", summary)
     return summary
@@ -285,9 +393,13 @@ def load_segmenter(checkpoint: str | os.PathLike[str]) -> tuple[nn.Module, dict[
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     description_path = path.with_suffix(".json")
     if not description_path.is_file():
-        raise FileNotFoundError(f"{path} needs its description {description_path} beside it (written by largekernel train --task segment)")
+        raise FileNotFoundError(
+            f"{path} needs its description {description_path} beside it (written by largekernel train --task segment)"
+        )
     description = json.loads(description_path.read_text())
-    model = create_segmenter_from_name(description["model"], num_classes=description["num_classes"], **description.get("overrides", {}))
+    model = create_segmenter_from_name(
+        description["model"], num_classes=description["num_classes"], **description.get("overrides", {})
+    )
     load_checkpoint(model, path)
     return model, description
 
@@ -312,7 +424,7 @@ def evaluate_segmentation(
     if dataset is None:
         raise ConfigurationError(f"--split must be 'val' or 'train', got {split!r}")
     crop = crop_size or data.img_size
-    settings = {"inference": inference, "crop_size": crop, "stride": stride or max(1, crop * 2 // 3)}
+    settings: dict[str, Any] = {"inference": inference, "crop_size": crop, "stride": stride or max(1, crop * 2 // 3)}
     confusion = MulticlassConfusionMatrix(data.num_classes, ignore_index=IGNORE_INDEX)
     model.eval()
     start, images_seen = time.perf_counter(), 0
@@ -322,8 +434,14 @@ def evaluate_segmentation(
             confusion.update(logits.argmax(1), masks)
             images_seen += len(images)
     seconds = time.perf_counter() - start
-    result = {**segmentation_metrics(confusion.compute(), data.classes), "images": images_seen, "split": split,
-              "data": data.name, "images_per_second": images_seen / max(seconds, 1e-9), **settings}
+    result = {
+        **segmentation_metrics(confusion.compute(), data.classes),
+        "images": images_seen,
+        "split": split,
+        "data": data.name,
+        "images_per_second": images_seen / max(seconds, 1e-9),
+        **settings,
+    }
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
         save_overlay(model, dataset, Path(out) / "overlay.png", data.num_classes, settings)
@@ -335,11 +453,15 @@ def _palette(num_classes: int) -> np.ndarray:
     # background black, classes spread around the colour wheel (stable for any class count)
     import colorsys
 
-    colours = [(0, 0, 0)] + [tuple(int(255 * c) for c in colorsys.hsv_to_rgb((i * 0.618034) % 1, 0.85, 1.0)) for i in range(num_classes - 1)]
+    colours = [(0, 0, 0)] + [
+        tuple(int(255 * c) for c in colorsys.hsv_to_rgb((i * 0.618034) % 1, 0.85, 1.0)) for i in range(num_classes - 1)
+    ]
     return np.asarray(colours, dtype=np.uint8)
 
 
-def save_overlay(model: nn.Module, dataset, path: Path, num_classes: int, settings: dict[str, Any], count: int = 6) -> Path:
+def save_overlay(
+    model: nn.Module, dataset, path: Path, num_classes: int, settings: dict[str, Any], count: int = 6
+) -> Path:
     """A PNG with one row per held-out image: the image, ground truth over it, prediction over it."""
     import matplotlib
 

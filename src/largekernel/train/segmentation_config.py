@@ -24,13 +24,15 @@ class SegmentConfig:
     checkpoint_path: str | None = None  # published backbone weights to start from
     num_classes: int | None = None  # folders: from classes.txt when not given
     reduce_zero_label: bool = False
-    epochs: int = 6
+    epochs: int = 16
     batch_size: int = 16
-    lr: float = 2e-3
+    lr: float = 3e-3
     weight_decay: float = 0.01
     warmup_iters: int = 50
     poly_power: float = 1.0
     aux_weight: float = 0.4
+    ohem_thresh: float | None = None  # mmseg's OHEMPixelSampler on the decode loss (None: off)
+    ohem_min_kept: int = 100_000  # per image, as mmseg
     drop_path: float = 0.0
     img_size: int | None = None
     inference: str = "whole"  # or "slide"

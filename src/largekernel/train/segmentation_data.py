@@ -17,11 +17,11 @@ Every dataset yields ``(image float32 (3, H, W) normalised with the ImageNet mea
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,15 +32,22 @@ from ..errors import DataError
 from ..models._common import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
-    "IGNORE_INDEX", "SCENE_CLASSES", "SegmentationData", "SegmentationFolder", "TensorSegmentation",
-    "load_segmentation_data", "pad_collate", "write_scene_folders",
+    "IGNORE_INDEX",
+    "SCENE_CLASSES",
+    "SegmentationData",
+    "SegmentationFolder",
+    "TensorSegmentation",
+    "load_segmentation_data",
+    "pad_collate",
+    "write_scene_folders",
 ]
 
 IGNORE_INDEX = 255
 SCENE_CLASSES: tuple[str, ...] = ("background", *(str(d) for d in range(10)))
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # the embedded default: digits big enough that their strokes span a few stride-4 logits
-SCENE_SETTINGS = {"size": 96, "digits_per_scene": (1, 3), "digit_scale": (0.35, 0.7)}
+SCENE_SIZE = 80
+SCENE_LAYOUT: dict[str, Any] = {"digits_per_scene": (1, 2), "digit_scale": (0.55, 0.95)}
 SCENE_SEEDS = {"train": 0, "val": 1_000_003}  # disjoint streams: no scene is in both
 
 
@@ -75,10 +82,12 @@ def scene_tensors(count: int, seed: int, size: int | None = None) -> tuple[torch
     """``count`` digit scenes as normalised images ``(N, 3, S, S)`` and masks ``(N, S, S)``."""
     from .scenes import digit_scenes
 
-    settings = {**SCENE_SETTINGS, **({"size": size} if size else {})}
-    scenes = list(digit_scenes(count, seed=seed, **settings))
-    images = torch.stack([_normalise(scene.image) for scene in scenes]) if scenes else torch.empty(0, 3, settings["size"], settings["size"])
-    masks = torch.from_numpy(np.stack([scene.mask for scene in scenes])).long() if scenes else torch.empty(0, settings["size"], settings["size"], dtype=torch.long)
+    side = size or SCENE_SIZE
+    scenes = list(digit_scenes(count, side, seed=seed, **SCENE_LAYOUT))
+    if not scenes:
+        return torch.empty(0, 3, side, side), torch.empty(0, side, side, dtype=torch.long)
+    images = torch.stack([_normalise(scene.image) for scene in scenes])
+    masks = torch.from_numpy(np.stack([scene.mask for scene in scenes])).long()
     return images, masks
 
 
@@ -87,7 +96,9 @@ def _read_mask(path: Path) -> np.ndarray:
 
     with Image.open(path) as label:
         if label.mode not in ("L", "P", "I", "I;16"):
-            raise DataError(f"{path}: annotation must be a single-channel PNG label map (mode L or P), got mode {label.mode}")
+            raise DataError(
+                f"{path}: annotation must be a single-channel PNG label map (mode L or P), got mode {label.mode}"
+            )
         return np.asarray(label).astype(np.int64)
 
 
@@ -118,26 +129,45 @@ class SegmentationFolder(Dataset):
             an item is read: an image and mask of different sizes, or labels out of range.
     """
 
-    def __init__(self, root: str | Path, split: str, num_classes: int, img_size: int, train: bool, reduce_zero_label: bool = False) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        num_classes: int,
+        img_size: int,
+        train: bool,
+        reduce_zero_label: bool = False,
+    ) -> None:
         root = Path(root)
         image_dir, label_dir = root / "images" / split, root / "annotations" / split
         for folder in (image_dir, label_dir):
             if not folder.is_dir():
-                raise DataError(f"{folder} not found: an ADE20K-style folder has images/{split}/ and annotations/{split}/")
+                raise DataError(
+                    f"{folder} not found: an ADE20K-style folder has images/{split}/ and annotations/{split}/"
+                )
         images = {p.stem: p for p in sorted(image_dir.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS}
         labels = {p.stem: p for p in sorted(label_dir.iterdir()) if p.suffix.lower() == ".png"}
         no_label, no_image = sorted(set(images) - set(labels)), sorted(set(labels) - set(images))
         if no_label or no_image:
             parts = []
             if no_label:
-                parts.append(f"{len(no_label)} image(s) in {image_dir} without an annotation PNG (e.g. {images[no_label[0]].name})")
+                parts.append(
+                    f"{len(no_label)} image(s) in {image_dir} without an annotation PNG (e.g. {images[no_label[0]].name})"
+                )
             if no_image:
-                parts.append(f"{len(no_image)} annotation(s) in {label_dir} without an image (e.g. {labels[no_image[0]].name})")
+                parts.append(
+                    f"{len(no_image)} annotation(s) in {label_dir} without an image (e.g. {labels[no_image[0]].name})"
+                )
             raise DataError("mismatched image/mask pairs: " + "; ".join(parts))
         if not images:
             raise DataError(f"{image_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
         self.pairs = [(images[stem], labels[stem]) for stem in sorted(images)]
-        self.num_classes, self.img_size, self.train, self.reduce_zero_label = num_classes, img_size, train, reduce_zero_label
+        self.num_classes, self.img_size, self.train, self.reduce_zero_label = (
+            num_classes,
+            img_size,
+            train,
+            reduce_zero_label,
+        )
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -206,8 +236,8 @@ class SegmentationData:
     """A training set, a held-out set and their classes."""
 
     name: str
-    train: Dataset
-    val: Dataset
+    train: TensorSegmentation | SegmentationFolder
+    val: TensorSegmentation | SegmentationFolder
     classes: tuple[str, ...]
     img_size: int
 
@@ -224,7 +254,9 @@ def _folder_classes(root: Path, num_classes: int | None) -> tuple[str, ...]:
             raise DataError(f"--num-classes {num_classes} but {names_file} lists {len(names)} classes")
         return names
     if num_classes is None:
-        raise DataError(f"{root}: give --num-classes (150 for ADE20K) or put a classes.txt (one name a line) in the folder")
+        raise DataError(
+            f"{root}: give --num-classes (150 for ADE20K) or put a classes.txt (one name a line) in the folder"
+        )
     return tuple(str(i) for i in range(num_classes))
 
 
@@ -238,7 +270,7 @@ def load_segmentation_data(
 ) -> SegmentationData:
     """The embedded ``'scenes'`` (``train_count``/``val_count`` generated scenes) or an ADE20K-style folder."""
     if data == "scenes":
-        size = img_size or SCENE_SETTINGS["size"]
+        size = img_size or SCENE_SIZE
         if num_classes not in (None, len(SCENE_CLASSES)):
             raise DataError(f"the embedded scenes have {len(SCENE_CLASSES)} classes, not --num-classes {num_classes}")
         train = TensorSegmentation(*scene_tensors(train_count, SCENE_SEEDS["train"], size))
@@ -268,8 +300,7 @@ def write_scene_folders(root: str | Path, train: int = 16, val: int = 4, size: i
     for split, count, split_seed in (("training", train, seed), ("validation", val, seed + SCENE_SEEDS["val"])):
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
         (root / "annotations" / split).mkdir(parents=True, exist_ok=True)
-        settings = {**SCENE_SETTINGS, "size": size}
-        for number, scene in enumerate(digit_scenes(count, seed=split_seed, **settings)):
+        for number, scene in enumerate(digit_scenes(count, size, seed=split_seed, **SCENE_LAYOUT)):
             Image.fromarray(scene.image).save(root / "images" / split / f"scene_{number:05d}.png")
             Image.fromarray(scene.mask, mode="L").save(root / "annotations" / split / f"scene_{number:05d}.png")
     (root / "classes.txt").write_text("\n".join(SCENE_CLASSES) + "\n")

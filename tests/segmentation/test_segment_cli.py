@@ -149,3 +149,61 @@ def test_user_errors_are_one_line(run, capsys, tmp_path) -> None:
         main(["eval", "--task", "segment", "--checkpoint", str(out / "model.safetensors"), "--data", str(folder)]) == 2
     )
     assert "mismatched image/mask pairs" in capsys.readouterr().err
+
+
+def test_every_segment_option_reaches_the_config() -> None:
+    from dataclasses import fields
+
+    from largekernel.cli import build_parser
+    from largekernel.cli._segment import _config
+    from largekernel.train.segmentation_config import SegmentConfig
+
+    args = build_parser().parse_args(
+        [
+            "train",
+            "--task",
+            "segment",
+            "--ohem-thresh",
+            "0.7",
+            "--ohem-min-kept",
+            "640",
+            "--aux-weight",
+            "0.2",
+            "--poly-power",
+            "0.9",
+            "--warmup-iters",
+            "7",
+            "--train-scenes",
+            "9",
+            "--val-scenes",
+            "3",
+            "--inference",
+            "slide",
+            "--crop-size",
+            "40",
+            "--stride",
+            "20",
+            "--num-classes",
+            "11",
+            "--reduce-zero-label",
+        ]
+    )
+    config = _config(args)
+    assert (config.ohem_thresh, config.ohem_min_kept, config.aux_weight, config.poly_power, config.warmup_iters) == (
+        0.7,
+        640,
+        0.2,
+        0.9,
+        7,
+    )
+    assert (config.train_scenes, config.val_scenes, config.inference, config.crop_size, config.stride) == (
+        9,
+        3,
+        "slide",
+        40,
+        20,
+    )
+    assert config.num_classes == 11 and config.reduce_zero_label is True
+    # every field has an option of the same name (shared with classification or segment-only)
+    missing = [f.name for f in fields(SegmentConfig) if not hasattr(args, f.name)]
+    assert not missing, missing

@@ -46,6 +46,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     _add_common(group)
     group.add_argument("--aux-weight", type=float, help=f"segment: auxiliary head loss weight (default {d.aux_weight})")
     group.add_argument(
+        "--ohem-thresh",
+        type=float,
+        help="segment: online hard pixel mining (mmseg's OHEMPixelSampler) threshold, e.g. 0.7 (default off)",
+    )
+    group.add_argument(
+        "--ohem-min-kept", type=int, help="segment: hard pixels kept per image at least (default 100000)"
+    )
+    group.add_argument(
         "--poly-power", type=float, help=f"segment: poly learning-rate decay power (default {d.poly_power})"
     )
     group.add_argument("--warmup-iters", type=int, help=f"segment: linear warmup iterations (default {d.warmup_iters})")

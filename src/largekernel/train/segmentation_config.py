@@ -8,7 +8,7 @@ from typing import Any
 __all__ = ["DEFAULT_SEGMENTER", "SCENES_BACKBONE_ARGS", "SCENES_HEAD_ARGS", "SegmentConfig"]
 
 # The embedded default: VAN-LSKA-Tiny (one block a stage) with a Semantic FPN narrowed to 64
-# channels, sized for 96 px scenes and a 2-core CPU; the published widths are the defaults elsewhere.
+# channels, sized for the 80 px scenes and a 2-core CPU; the published widths are the defaults elsewhere.
 DEFAULT_SEGMENTER = "van_lska_tiny_fpn"
 SCENES_BACKBONE_ARGS: dict[str, Any] = {"depths": [1, 1, 2, 1]}
 SCENES_HEAD_ARGS: dict[str, Any] = {"neck_channels": 64, "channels": 64}

@@ -240,7 +240,7 @@ def inference_table(repeats: int, names: list[str], threads: int, size: int = 22
             options.intra_op_num_threads = threads
             session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             feed = {session.get_inputs()[0].name: x.numpy()}
-            variants["onnx"] = lambda: session.run(None, feed)
+            variants["onnx"] = lambda session=session, feed=feed: session.run(None, feed)
         except ImportError as error:
             print(f"ONNX column skipped: {error}", flush=True)
         t = time_side_by_side(variants, repeats)

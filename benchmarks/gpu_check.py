@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from triton_cascade import _cascade_params, peak_bandwidth_gbps  # noqa: E402  (sibling benchmark)
+from triton_cascade import _cascade_params, peak_bandwidth_gbps
 
 SHAPES = [(64, 56), (128, 28), (320, 14), (512, 7)]
 KERNELS = [7, 23, 35, 53]

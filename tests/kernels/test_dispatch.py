@@ -252,7 +252,7 @@ def test_torch_func_grad_jacrev_vmap_match_plain(cls, k):
     module = _randomised(cls, k)
     x = torch.randn(2, 4, 7, 6)
     params = dict(module.named_parameters())
-    loss = lambda p, inp: torch.func.functional_call(module, p, (inp,)).square().sum()  # noqa: E731
+    loss = lambda p, inp: torch.func.functional_call(module, p, (inp,)).square().sum()
     got = {}
     for name in ("cpu_nhwc", "torch"):
         with kernels.backend(name):

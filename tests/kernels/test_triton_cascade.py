@@ -16,8 +16,7 @@ import pytest
 import torch
 
 import largekernel
-from largekernel import LKA, LSKA
-from largekernel import kernels
+from largekernel import LKA, LSKA, kernels
 from largekernel.kernels import triton_available
 
 CASES = Path(__file__).with_name("triton_cascade_cases.py")

@@ -18,8 +18,7 @@ pytest.importorskip("triton")
 if os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("needs TRITON_INTERPRET=1 set before triton is imported", allow_module_level=True)
 
-from largekernel import LKA, LSKA
-from largekernel import kernels
+from largekernel import LKA, LSKA, kernels
 from largekernel.kernels import triton_available
 from largekernel.kernels import triton_cascade as tc
 

@@ -348,16 +348,22 @@ def _acc_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def fused_forward(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
-                  dilations: Sequence[int]) -> torch.Tensor:
-    """The cascade's output through the forward kernel (no autograd; arguments as :func:`depthwise_cascade`)."""
+def _prepare(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
+             dilations: Sequence[int]):
+    """(stages, plan, constexprs, accumulation dtype, all weights (C, taps), all biases (C, stages))."""
     stages = tuple((w.shape[2], w.shape[3], d) for w, d in zip(weights, dilations))
-    B, C, H, W = x.shape
-    plan = _plan(H, W, stages)
-    meta = _stage_constexprs(stages)
+    C, H, W = x.shape[1:]
     acc = _acc_dtype(x)
     w_all = torch.cat([w.detach().reshape(C, -1) for w in weights], 1).to(acc).contiguous()
     b_all = torch.stack([b.detach() for b in biases], 1).to(acc).contiguous()
+    return stages, _plan(H, W, stages), _stage_constexprs(stages), acc, w_all, b_all
+
+
+def fused_forward(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
+                  dilations: Sequence[int]) -> torch.Tensor:
+    """The cascade's output through the forward kernel (no autograd; arguments as :func:`depthwise_cascade`)."""
+    stages, plan, meta, acc, w_all, b_all = _prepare(x, weights, biases, dilations)
+    B, C, H, W = x.shape
     out = torch.empty_like(x)  # keeps x's memory format (NCHW or channels_last)
     n_items = B * C * plan["n_tiles"]
     num_warps = _num_warps(plan)
@@ -376,13 +382,8 @@ def fused_backward(grad_out: torch.Tensor, x: torch.Tensor, weights: Sequence[to
                    biases: Sequence[torch.Tensor], dilations: Sequence[int]
                    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
     """(grad_x, weight grads, bias grads) through the backward kernel, which recomputes the intermediates."""
-    stages = tuple((w.shape[2], w.shape[3], d) for w, d in zip(weights, dilations))
+    stages, plan, meta, acc, w_all, b_all = _prepare(x, weights, biases, dilations)
     B, C, H, W = x.shape
-    plan = _plan(H, W, stages)
-    meta = _stage_constexprs(stages)
-    acc = _acc_dtype(x)
-    w_all = torch.cat([w.detach().reshape(C, -1) for w in weights], 1).to(acc).contiguous()
-    b_all = torch.stack([b.detach() for b in biases], 1).to(acc).contiguous()
     n_items = B * C * plan["n_tiles"]
     num_warps = _num_warps(plan)
     # the backward slot holds NST + 2 buffers: fewer resident programs keep the scratch in L2

@@ -33,7 +33,7 @@ class LKA(nn.Module):
     Shapes: ``(B, dim, H, W) -> (B, dim, H, W)``.
     """
 
-    __jit_unused_properties__ = ["receptive_field"]
+    __jit_unused_properties__ = ("receptive_field",)
 
     def __init__(self, dim: int, kernel_size: int = 21, dilation: int | None = None) -> None:
         super().__init__()
@@ -78,7 +78,7 @@ class LKATrivial(nn.Module):
     Shapes: ``(B, dim, H, W) -> (B, dim, H, W)``.
     """
 
-    __jit_unused_properties__ = ["receptive_field"]
+    __jit_unused_properties__ = ("receptive_field",)
 
     def __init__(self, dim: int, kernel_size: int = 23) -> None:
         super().__init__()

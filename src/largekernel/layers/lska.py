@@ -37,7 +37,7 @@ class LSKA(nn.Module):
     Shapes: ``(B, dim, H, W) -> (B, dim, H, W)``.
     """
 
-    __jit_unused_properties__ = ["receptive_field"]
+    __jit_unused_properties__ = ("receptive_field",)
 
     def __init__(self, dim: int, kernel_size: int = 23, dilation: int | None = None) -> None:
         super().__init__()
@@ -85,7 +85,7 @@ class LSKATrivial(nn.Module):
     Shapes: ``(B, dim, H, W) -> (B, dim, H, W)``.
     """
 
-    __jit_unused_properties__ = ["receptive_field"]
+    __jit_unused_properties__ = ("receptive_field",)
 
     def __init__(self, dim: int, kernel_size: int = 23) -> None:
         super().__init__()

@@ -35,7 +35,7 @@ class SAM(nn.Module):
     Shapes: ``(B, dim, H, W) -> (B, dim, H, W)``.
     """
 
-    __jit_unused_properties__ = ["kernel_sizes"]
+    __jit_unused_properties__ = ("kernel_sizes",)
 
     def __init__(
         self,

@@ -35,7 +35,6 @@ import importlib.util
 import json
 import os
 import platform
-import statistics
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -160,24 +159,38 @@ def _eligible(name: str, x: Tensor, dtype: torch.dtype, weights: Sequence[Tensor
 
 
 def _tracing() -> bool:
-    """Inside a tracer, exporter, functorch transform or dispatch mode: plain convolutions only."""
-    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-        return True
-    if _python_dispatch._get_current_dispatch_mode() is not None:
+    """Inside a tracer, exporter, functorch transform or dispatch mode: plain convolutions only.
+
+    (ONNX's TorchScript exporter traces, so ``torch.jit.is_tracing()`` covers it; its dynamo
+    exporter, like ``torch.export``, is caught by ``torch.compiler.is_compiling()`` in the caller.)
+    """
+    if torch.jit.is_tracing() or _python_dispatch._get_current_dispatch_mode() is not None:
         return True
     return torch._C._functorch.peek_interpreter_stack() is not None
 
 
-def _memory_format(x: Tensor) -> str:
-    if x.is_contiguous():
-        return "nchw"
-    return "nhwc" if x.is_contiguous(memory_format=torch.channels_last) else "strided"
-
-
 def _key(kind: str, x: Tensor, dtype: torch.dtype, weights: Sequence[Tensor], dilations: Sequence[int],
          training: bool) -> tuple:
-    return (kind, str(x.device), str(dtype), _memory_format(x), tuple(x.shape),
-            tuple(tuple(w.shape[2:]) for w in weights), tuple(dilations), "train" if training else "forward")
+    # built on every call: kept cheap (no string formatting of shapes)
+    if x.is_contiguous():
+        layout = "nchw"
+    else:
+        layout = "nhwc" if x.is_contiguous(memory_format=torch.channels_last) else "strided"
+    return (kind, str(x.device), str(dtype), layout, tuple(x.shape), tuple([tuple(w.shape[2:]) for w in weights]),
+            tuple(dilations), "train" if training else "forward")
+
+
+_eligible_memo: dict[tuple, list[str]] = {}
+
+
+def _eligible_backends(key: tuple, x: Tensor, dtype: torch.dtype, weights: Sequence[Tensor],
+                       dilations: Sequence[int]) -> list[str]:
+    """The fast backends that can run ``key`` (memoised: it depends on the key alone)."""
+    found = _eligible_memo.get(key[:7])
+    if found is None:
+        found = [name for name in ("cpu_nhwc", "triton") if _eligible(name, x, dtype, weights, dilations)]
+        _eligible_memo[key[:7]] = found
+    return found
 
 
 # ----------------------------------------------------------------------------------------------
@@ -185,7 +198,8 @@ def _key(kind: str, x: Tensor, dtype: torch.dtype, weights: Sequence[Tensor], di
 
 
 def _measure(name: str, run: Callable[[], object], device: torch.device) -> float:
-    """Seconds one ``run()`` takes with backend ``name`` (median of a few, after a warm-up). Tests replace this."""
+    """Seconds one ``run()`` takes with backend ``name``: the minimum of a few after a warm-up (the run least
+    disturbed by other processes on a shared machine). Tests replace this with fake timings."""
     run()  # warm-up: oneDNN primitives, Triton compilation, allocator
     if device.type == "cuda":
         times = []
@@ -196,13 +210,13 @@ def _measure(name: str, run: Callable[[], object], device: torch.device) -> floa
             end.record()
             end.synchronize()
             times.append(start.elapsed_time(end) / 1e3)
-        return statistics.median(times)
+        return min(times)
     times = []
     for _ in range(TUNE_ITERATIONS):
         start_s = time.perf_counter()
         run()
         times.append(time.perf_counter() - start_s)
-    return statistics.median(times)
+    return min(times)
 
 
 def _warn_dropped(name: str, key: tuple, error: BaseException) -> None:
@@ -330,24 +344,30 @@ def _choose(kind: str, x: Tensor, weights, biases, dilations, proj) -> tuple[str
         return "torch", None
     if x.dim() != 4 or x.numel() == 0 or not x.is_floating_point():
         return "torch", None
-    dtype = ops.autocast_dtype(x.device.type) or x.dtype
-    if any(w.dtype != x.dtype for w in weights) and ops.autocast_dtype(x.device.type) is None:
+    cast = ops.autocast_dtype(x.device.type)
+    dtype = cast or x.dtype
+    if cast is None and any(w.dtype != x.dtype for w in weights):
         return "torch", None  # mixed dtypes without autocast: the plain path gives PyTorch's own error
-    if requested != "auto":
-        return (requested if _eligible(requested, x, dtype, weights, dilations) else "torch"), None
     if compiling:
-        return "torch", None
-    eligible = [name for name in ("cpu_nhwc", "triton") if _eligible(name, x, dtype, weights, dilations)]
+        if requested == "auto":
+            return "torch", None
+        return (requested if _eligible(requested, x, dtype, weights, dilations) else "torch"), None
+    training = torch.is_grad_enabled() and (
+        x.requires_grad or any(p.requires_grad for p in weights) or any(p.requires_grad for p in biases)
+        or (proj is not None and (proj[0].requires_grad or (proj[1] is not None and proj[1].requires_grad))))
+    key = _key(kind, x, dtype, weights, dilations, training)
+    eligible = _eligible_backends(key, x, dtype, weights, dilations)
+    if requested != "auto":
+        return (requested if requested in eligible else "torch"), None
     if not eligible:
         return "torch", None
     if torch.are_deterministic_algorithms_enabled():
         return ("cpu_nhwc" if "cpu_nhwc" in eligible else "torch"), None
-    params = [*weights, *biases, *(t for t in (proj or ()) if t is not None)]
-    training = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params))
-    key = _key(kind, x, dtype, weights, dilations, training)
-    if not _persisted_loaded:
-        _load_persisted()
     choice = _choices.get(key)
+    if choice is None:
+        if not _persisted_loaded:
+            _load_persisted()
+            choice = _choices.get(key)
     if choice is None:
         choice = _tune(key, ["torch", *eligible],
                        lambda name: _timed_run(name, training, x, weights, biases, dilations, proj), x.device)

@@ -37,24 +37,33 @@ def check_nchw(x: torch.Tensor, dim: int, module: str) -> None:
         )
 
 
-def _plain_conv(conv: nn.Module) -> bool:
-    # nn.Conv2d, or a subclass whose forward computes the same (the NHWC drop-ins)
-    from ..kernels.cpu_modules import DepthwiseConv2d, PointwiseConv2d
+_PLAIN_CONVS: tuple[type, ...] = ()
 
-    return type(conv) in (nn.Conv2d, DepthwiseConv2d, PointwiseConv2d) and conv.padding_mode == "zeros"
+
+def _plain_conv_types() -> tuple[type, ...]:
+    # nn.Conv2d, or a subclass whose forward computes the same (the NHWC drop-ins); imported on first use
+    global _PLAIN_CONVS
+    if not _PLAIN_CONVS:
+        from ..kernels.cpu_modules import DepthwiseConv2d, PointwiseConv2d
+
+        _PLAIN_CONVS = (nn.Conv2d, DepthwiseConv2d, PointwiseConv2d)
+    return _PLAIN_CONVS
 
 
 def fast_path_allowed(module: nn.Module, convs: list[nn.Module]) -> bool:
-    """Whether ``module`` may compute its convs ``convs`` as functions of their weights (the kernels).
+    """Whether ``module`` may compute ``convs`` (all its sub-modules) as functions of their weights.
 
-    Not when a sub-module carries hooks (FLOP counters such as thop, feature extractors: they
-    must see every conv run) or a conv was replaced by a different module (quantised, LoRA...).
+    Not when a conv carries hooks (FLOP counters such as thop, feature extractors: they must see
+    every conv run), global module hooks are set, or a conv was replaced by a different module
+    (quantised, LoRA...). Called on every forward: kept to attribute reads.
     """
     hooks = nn.modules.module
-    if hooks._global_forward_hooks or hooks._global_forward_pre_hooks or hooks._global_backward_hooks:
+    if (hooks._global_forward_hooks or hooks._global_forward_pre_hooks or hooks._global_backward_hooks
+            or hooks._global_backward_pre_hooks):
         return False
-    for child in module.modules():
-        if child is not module and (child._forward_hooks or child._forward_pre_hooks or child._backward_hooks
-                                    or child._backward_pre_hooks):
+    plain = _PLAIN_CONVS or _plain_conv_types()
+    for conv in convs:
+        if (type(conv) not in plain or conv._forward_hooks or conv._forward_pre_hooks or conv._backward_hooks
+                or conv._backward_pre_hooks or conv.padding_mode != "zeros"):
             return False
-    return all(_plain_conv(conv) for conv in convs)
+    return True

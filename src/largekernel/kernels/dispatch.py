@@ -82,12 +82,15 @@ _backend: str = _initial_backend()
 # key -> chosen backend; the process-wide autotune cache
 _choices: dict[tuple, str] = {}
 _persisted_loaded = False
+# key (without the forward/training part) -> fast backends that can run it
+_eligible_memo: dict[tuple, list[str]] = {}
 
 
 def set_backend(name: str) -> None:
     """Use ``name`` (``"auto"``, ``"torch"``, ``"triton"`` or ``"cpu_nhwc"``) for LKA/LSKA in this process."""
     global _backend
     _backend = _check_name(name, "set_backend")
+    _eligible_memo.clear()
 
 
 def get_backend() -> str:
@@ -114,6 +117,7 @@ def autotune_choices() -> dict[tuple, str]:
 def clear_autotune_cache() -> None:
     """Forget ``auto``'s decisions (the next call of each key is timed again)."""
     _choices.clear()
+    _eligible_memo.clear()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -178,9 +182,6 @@ def _key(kind: str, x: Tensor, dtype: torch.dtype, weights: Sequence[Tensor], di
         layout = "nhwc" if x.is_contiguous(memory_format=torch.channels_last) else "strided"
     return (kind, str(x.device), str(dtype), layout, tuple(x.shape), tuple([tuple(w.shape[2:]) for w in weights]),
             tuple(dilations), "train" if training else "forward")
-
-
-_eligible_memo: dict[tuple, list[str]] = {}
 
 
 def _eligible_backends(key: tuple, x: Tensor, dtype: torch.dtype, weights: Sequence[Tensor],

@@ -209,6 +209,21 @@ def test_forced_backend_is_one_op_under_export_and_compile():
     torch.testing.assert_close(xg.grad, xr.grad, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("frozen", ["params", "input"])
+def test_gradients_with_frozen_parameters_or_input(frozen):
+    # the ERF case (gradient of the input only, parameters frozen) and a first layer (no input gradient)
+    module = _randomised(lk.LSKA, 11)
+    x = torch.randn(1, 4, 9, 9, requires_grad=frozen == "params")
+    module.requires_grad_(frozen != "params")
+    leaves = [x] if frozen == "params" else list(module.parameters())
+    with kernels.backend("cpu_nhwc"), warnings.catch_warnings():
+        warnings.simplefilter("error")  # no silent fallback to the plain path
+        got = torch.autograd.grad(module(x).square().sum(), leaves)
+    want = torch.autograd.grad(_independent(module, x).square().sum(), leaves)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_opcheck(channels_last):
     torch.manual_seed(0)

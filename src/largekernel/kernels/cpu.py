@@ -259,8 +259,11 @@ def cascade_backward(
     grad_ws: list[torch.Tensor] = []
     grad_bs: list[torch.Tensor] = []
     for s in reversed(range(len(weights))):
-        g, grad_w, grad_b = stage_backward(g, inputs[s], weights[s], dilations[s], True, need_params)
+        grad_in, grad_w, grad_b = stage_backward(g, inputs[s], weights[s], dilations[s], True, need_params)
+        assert grad_in is not None  # need_input=True
+        g = grad_in
         if need_params:
+            assert grad_w is not None and grad_b is not None
             grad_ws.insert(0, grad_w)
             grad_bs.insert(0, grad_b)
     return g, grad_ws, grad_bs

@@ -234,7 +234,7 @@ def _tune(key: tuple, candidates: list[str], run: Callable[[str], object], devic
     times: dict[str, float] = {}
     for name in candidates:
         try:
-            times[name] = _measure(name, lambda name=name: run(name), device)
+            times[name] = _measure(name, functools.partial(run, name), device)
         except Exception as error:  # any failure of a fast backend: drop it for this key
             if name == "torch":
                 raise
@@ -322,8 +322,10 @@ def _compute(name: str, x: Tensor, weights: Sequence[Tensor], biases: Sequence[T
 def _timed_run(name: str, training: bool, x: Tensor, weights, biases, dilations, proj) -> None:
     """One forward (or forward + backward) on detached copies: the user's tensors and graph are not touched."""
     leaves = [t.detach().requires_grad_(t.requires_grad) for t in (x, *weights, *biases)]
-    proj_leaves = None if proj is None else tuple(
-        None if t is None else t.detach().requires_grad_(t.requires_grad) for t in proj)
+    proj_leaves: tuple[Tensor, Tensor | None] | None = None
+    if proj is not None:
+        proj_leaves = (proj[0].detach().requires_grad_(proj[0].requires_grad),
+                       None if proj[1] is None else proj[1].detach().requires_grad_(proj[1].requires_grad))
     n = len(weights)
     if not training:
         with torch.no_grad():

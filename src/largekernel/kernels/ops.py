@@ -141,14 +141,15 @@ def _backward(ctx, grads):
     x, *rest = ctx.saved_tensors
     weights, biases, saved = rest[:n], rest[n:2 * n], rest[2 * n:]
     need_params = any(_flat_needs(ctx.needs_input_grad[1:3]))
+    nones = [None] * n  # a list input takes a list of gradients (None: no gradient)
     if grad is None:
-        return None, None, None, None, None
+        return None, nones, nones, None, None
     out = depthwise_cascade_backward_op(grad, x, list(saved), list(weights), list(biases), ctx.dilations,
                                         ctx.backend, need_params)
     grad_x = out[0].to(x.dtype)
     if need_params:
         return grad_x, list(out[1:1 + n]), list(out[1 + n:]), None, None
-    return grad_x, None, None, None, None
+    return grad_x, nones, nones, None, None
 
 
 depthwise_cascade_op.register_autograd(_backward, setup_context=_setup_context)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -144,21 +145,20 @@ class _Planted:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_checkpoint_with_code_is_refused_even_when_torch_is_told_to_unpickle_everything(tmp_path: Path):
+def test_resume_refuses_a_planted_checkpoint_even_when_torch_is_told_to_unpickle_everything(tmp_path: Path):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
     marker = tmp_path / "code-ran"
-    planted = tmp_path / "last.ckpt"
     payload = _Planted()
     payload.marker = marker
-    torch.save({"state_dict": {}, "x": payload}, planted)
-    script = (
-        "import sys; from largekernel.train.files import read_lightning_checkpoint\n"
-        "from largekernel.errors import CheckpointError\n"
-        "try:\n    read_lightning_checkpoint(sys.argv[1])\nexcept CheckpointError as e:\n    print('refused:', e)\n"
-    )
+    torch.save({"state_dict": {}, "epoch": 0, "x": payload}, run / "checkpoints" / "last.ckpt")
+    config = resolve_config(TrainConfig(epochs=1, batch_size=500, out=str(run), quiet=True, model_args={"depths": [1, 1, 1]}))
+    (run / "run.json").write_text(json.dumps(config.to_json()))
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
-    completed = subprocess.run([sys.executable, "-c", script, str(planted)], env=env, capture_output=True, text=True, timeout=120)
-    assert "refused:" in completed.stdout and "could run code" in completed.stdout, completed.stderr[-2000:]
-    assert not marker.exists()
+    completed = subprocess.run([sys.executable, "-m", "largekernel", "train", "--out", str(run), "--resume"],
+                               env=env, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 2 and "could run code" in completed.stderr, completed.stderr[-2000:]
+    assert "Traceback" not in completed.stderr and not marker.exists()
 
 
 def test_broken_lightning_checkpoints_name_the_file(tmp_path: Path):

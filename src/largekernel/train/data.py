@@ -25,6 +25,7 @@ import functools
 import math
 import os
 import random
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,7 +129,10 @@ def read_image(path: str | os.PathLike, in_chans: int = 3) -> torch.Tensor:
         if path.suffix.lower() in TORCHVISION_EXTENSIONS:
             from torchvision.io import decode_image, read_file
 
-            image = decode_image(read_file(str(path)))
+            with warnings.catch_warnings():
+                # torchvision 0.29 warns on every decode that torchcodec will take this over one day
+                warnings.simplefilter("ignore", DeprecationWarning)
+                image = decode_image(read_file(str(path)))
             if image.dim() == 4:  # an animated GIF: its first frame
                 image = image[0]
         else:

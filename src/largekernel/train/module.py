@@ -87,6 +87,8 @@ class ImageClassifier(L.LightningModule):
 
                 # warmup: the average starts short and lengthens, so short runs profit as well
                 self.model_ema = ModelEmaV3(model, decay=config.model_ema_decay, use_warmup=True)
+                # updated by copying, never by gradients (and DDP must not wait for its gradients)
+                self.model_ema.requires_grad_(False)
         self.val_metrics = _metrics(num_classes)
         self.raw_val_metrics = _metrics(num_classes) if self.model_ema is not None else None
         from torchmetrics import MeanMetric
@@ -205,7 +207,8 @@ class ImageClassifier(L.LightningModule):
                 metrics["train_loss"] = self.train_loss.compute().item()
         self.epoch_metrics = metrics
         for name, value in metrics.items():
-            self.log(name, value, logger=False, prog_bar=name.endswith("top1"), rank_zero_only=True)
+            # already summed over ranks by torchmetrics: the mean over ranks leaves them as they are
+            self.log(name, value, logger=False, prog_bar=name.endswith("top1"), sync_dist=True)
 
     # -- checkpoints -----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from train_helpers import REPO, TINY_MODEL_ARGS, TINY_TRAIN, write_image_folder
 
 from largekernel.cli import main
-
-from train_helpers import REPO, TINY_MODEL_ARGS, TINY_TRAIN, write_image_folder
 
 TIMING = {"epoch_seconds", "images_per_second"}
 
@@ -38,11 +37,20 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def test_train_writes_every_run_file(trained):
-    folder, out = trained
+    _, out = trained
     rows = read_rows(out / "metrics.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
-    assert set(rows[0]) == {"epoch", "train_loss", "val_loss", "val_top1", "val_top5", "raw_val_top1", "lr",
-                            "epoch_seconds", "images_per_second"}
+    assert set(rows[0]) == {
+        "epoch",
+        "train_loss",
+        "val_loss",
+        "val_top1",
+        "val_top5",
+        "raw_val_top1",
+        "lr",
+        "epoch_seconds",
+        "images_per_second",
+    }
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs"] == 3 and summary["train_images"] == 48 and summary["val_images"] == 12
     assert "top5" not in summary  # 3 classes: top-5 would always be 100 %
@@ -62,7 +70,9 @@ def test_eval_of_saved_weights_reproduces_the_held_out_score(trained, capsys):
     folder, out = trained
     summary = json.loads((out / "summary.json").read_text())
     capsys.readouterr()
-    assert main(["eval", "--checkpoint", str(out / "model.safetensors"), "--data", str(folder), "--json", "--quiet"]) == 0
+    assert (
+        main(["eval", "--checkpoint", str(out / "model.safetensors"), "--data", str(folder), "--json", "--quiet"]) == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["images"] == 12 and result["top1"] == pytest.approx(summary["top1"])
     assert result["loss"] == pytest.approx(summary["val_loss"], rel=1e-5)
@@ -93,7 +103,10 @@ def test_run_killed_mid_training_resumes_to_the_identical_result(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     process = subprocess.Popen(
         [sys.executable, "-m", "largekernel", "train", *common, "--out", str(killed)],
-        env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     last = killed / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 120
@@ -107,9 +120,12 @@ def test_run_killed_mid_training_resumes_to_the_identical_result(tmp_path):
     assert main(["train", "--out", str(killed), "--resume", "--quiet"]) == 0
     a, b = load_file(str(whole / "model.safetensors")), load_file(str(killed / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    strip = lambda rows: [{k: v for k, v in row.items() if k not in TIMING} for row in rows]  # noqa: E731
+    strip = lambda rows: [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
     assert strip(read_rows(whole / "metrics.csv")) == strip(read_rows(killed / "metrics.csv"))
-    assert json.loads((killed / "summary.json").read_text())["top1"] == json.loads((whole / "summary.json").read_text())["top1"]
+    assert (
+        json.loads((killed / "summary.json").read_text())["top1"]
+        == json.loads((whole / "summary.json").read_text())["top1"]
+    )
 
 
 def test_ddp_with_two_cpu_processes(tmp_path):
@@ -118,9 +134,33 @@ def test_ddp_with_two_cpu_processes(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     env.pop("LARGEKERNEL_RUN_DIR", None)
     completed = subprocess.run(
-        [sys.executable, "-m", "largekernel", "train", "--data", str(folder), *TINY_TRAIN, "--epochs", "1",
-         "--batch-size", "4", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--out", str(out)],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=180,
+        [
+            sys.executable,
+            "-m",
+            "largekernel",
+            "train",
+            "--data",
+            str(folder),
+            *TINY_TRAIN,
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--accelerator",
+            "cpu",
+            "--devices",
+            "2",
+            "--strategy",
+            "ddp",
+            "--out",
+            str(out),
+        ],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=180,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     # --quiet (in TINY_TRAIN): the summary line and nothing else, from either rank
@@ -157,7 +197,9 @@ def test_bad_inputs_give_clear_errors(tmp_path, trained, capsys):
     assert "does not exist" in _error(capsys, "eval", "--checkpoint", str(tmp_path / "nope.safetensors"))
     assert "positive" in _error(capsys, "train", "--data", str(folder), "--epochs", "0", "--out", str(tmp_path / "z"))
     single = write_image_folder(tmp_path / "single", classes=3, per_class=1)
-    assert "at least 2 per class" in _error(capsys, "train", "--data", str(single), *TINY_TRAIN, "--out", str(tmp_path / "s"))
+    assert "at least 2 per class" in _error(
+        capsys, "train", "--data", str(single), *TINY_TRAIN, "--out", str(tmp_path / "s")
+    )
     one_class = write_image_folder(tmp_path / "one_class", classes=1, per_class=5)
     assert "at least 2" in _error(capsys, "train", "--data", str(one_class), *TINY_TRAIN, "--out", str(tmp_path / "o"))
     # a run stopped before its first epoch ended: run.json but no checkpoint yet
@@ -176,16 +218,43 @@ def test_fine_tune_and_eval_from_published_style_weights(tmp_path, capsys):
     folder = write_image_folder(tmp_path / "images", classes=3, per_class=6)
     out = tmp_path / "tuned"
     # a vanishing learning rate: the tuned weights must still be the published ones (new classifier aside)
-    assert main(["train", "--data", str(folder), *TINY_TRAIN, "--epochs", "1", "--lr", "1e-12",
-                 "--checkpoint-path", str(published), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(folder),
+                *TINY_TRAIN,
+                "--epochs",
+                "1",
+                "--lr",
+                "1e-12",
+                "--checkpoint-path",
+                str(published),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "model.json").read_text())["in_chans"] == 3  # grey images fed as RGB
     tuned, start = load_file(str(out / "model.safetensors")), source.state_dict()
     assert tuned["head.weight"].shape == (3, 16)
-    for name, parameter in source.named_parameters():
+    for name, _ in source.named_parameters():
         if not name.startswith("head."):
             torch.testing.assert_close(tuned[name], start[name], atol=1e-8, rtol=0)
-    overrides = ["--model", "van_lska_tiny", "--model-args", json.dumps(TINY_MODEL_ARGS), "--kernel-size", "7",
-                 "--checkpoint-path", str(published), "--img-size", "16"]
+    overrides = [
+        "--model",
+        "van_lska_tiny",
+        "--model-args",
+        json.dumps(TINY_MODEL_ARGS),
+        "--kernel-size",
+        "7",
+        "--checkpoint-path",
+        str(published),
+        "--img-size",
+        "16",
+    ]
     message = _error(capsys, "eval", *overrides, "--data", str(folder))
     assert "7 classes" in message and "3" in message
 
@@ -197,7 +266,9 @@ def test_eval_of_a_run_with_relative_data_works_from_another_directory(tmp_path,
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     capsys.readouterr()
-    assert main(["eval", "--checkpoint", str(tmp_path / "work" / "run" / "model.safetensors"), "--json", "--quiet"]) == 0
+    assert (
+        main(["eval", "--checkpoint", str(tmp_path / "work" / "run" / "model.safetensors"), "--json", "--quiet"]) == 0
+    )
     assert json.loads(capsys.readouterr().out)["images"] == 2
     # resume compares the same way: the relative --data given from the run's directory is the stored one
     monkeypatch.chdir(tmp_path / "work")
@@ -218,24 +289,53 @@ def test_model_normalisation_comes_from_its_pretrained_cfg(tmp_path, monkeypatch
     from largekernel.train.evaluate import load_for_eval
 
     published = tmp_path / "published.safetensors"
-    save_checkpoint(largekernel.create_model("van_lska_tiny", num_classes=5, kernel_size=7, **TINY_MODEL_ARGS), published)
+    save_checkpoint(
+        largekernel.create_model("van_lska_tiny", num_classes=5, kernel_size=7, **TINY_MODEL_ARGS), published
+    )
     real_create = largekernel.create_model
 
     def create_with_cfg(*args, **kwargs):  # a family whose weights were trained as VAN's were
         model = real_create(*args, **kwargs)
-        model.pretrained_cfg = {**model.pretrained_cfg, "mean": (0.5,) * 3, "std": (0.5,) * 3, "crop_pct": 0.9,
-                                "interpolation": "bicubic", "input_size": (3, 32, 32)}
+        model.pretrained_cfg = {
+            **model.pretrained_cfg,
+            "mean": (0.5,) * 3,
+            "std": (0.5,) * 3,
+            "crop_pct": 0.9,
+            "interpolation": "bicubic",
+            "input_size": (3, 32, 32),
+        }
         return model
 
     monkeypatch.setattr(largekernel, "create_model", create_with_cfg)
-    _, config = load_for_eval(model="van_lska_tiny", checkpoint_path=str(published),
-                              model_kwargs={"kernel_size": 7, **TINY_MODEL_ARGS})
+    _, config = load_for_eval(
+        model="van_lska_tiny", checkpoint_path=str(published), model_kwargs={"kernel_size": 7, **TINY_MODEL_ARGS}
+    )
     assert (config["mean"], config["std"], config["crop_pct"], config["interpolation"], config["img_size"]) == (
-        [0.5] * 3, [0.5] * 3, 0.9, "bicubic", 32)
+        [0.5] * 3,
+        [0.5] * 3,
+        0.9,
+        "bicubic",
+        32,
+    )
     folder = write_image_folder(tmp_path / "images", classes=2, per_class=3)
     out = tmp_path / "tuned"
-    assert main(["train", "--data", str(folder), *TINY_TRAIN, "--epochs", "1", "--checkpoint-path", str(published),
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(folder),
+                *TINY_TRAIN,
+                "--epochs",
+                "1",
+                "--checkpoint-path",
+                str(published),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     described = json.loads((out / "model.json").read_text())
     assert (described["mean"], described["crop_pct"], described["interpolation"]) == ([0.5] * 3, 0.9, "bicubic")
 

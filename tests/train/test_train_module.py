@@ -15,14 +15,13 @@ import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+from train_helpers import REPO, TINY_MODEL_ARGS
 
 import largekernel
 from largekernel.errors import CheckpointError, ConfigurationError
 from largekernel.train.config import RECIPES, TrainConfig, resolve_config
 from largekernel.train.files import atomic_write_bytes, read_lightning_checkpoint
 from largekernel.train.module import ImageClassifier
-
-from train_helpers import REPO, TINY_MODEL_ARGS
 
 
 def test_recipes_resolve_to_the_published_settings_scaled_by_the_global_batch():
@@ -37,7 +36,9 @@ def test_recipes_resolve_to_the_published_settings_scaled_by_the_global_batch():
     assert (van.mixup, van.cutmix, van.reprob, van.auto_augment) == (0.8, 1.0, 0.25, "rand-m9-mstd0.5-inc1")
     assert (van.epochs, van.cooldown_epochs, van.model_ema) == (300, 10, False)
     # LSKA's script: 1e-3 at 2 x 64
-    assert resolve_config(TrainConfig(data="/tmp", model="van_lska_small", batch_size=64), world_size=2).lr == pytest.approx(1e-3)
+    assert resolve_config(
+        TrainConfig(data="/tmp", model="van_lska_small", batch_size=64), world_size=2
+    ).lr == pytest.approx(1e-3)
     # the embedded digits: the light recipe; explicit options win, the lr is then taken as given
     digits = resolve_config(TrainConfig(lr=5e-3, epochs=3, mixup=0.3))
     assert digits.recipe == "digits" and digits.lr == 5e-3 and digits.epochs == 3 and digits.mixup == 0.3
@@ -54,9 +55,16 @@ def test_relative_data_is_stored_resolved(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(
     ("overrides", "option"),
-    [({"weight_decay": -0.1}, "--weight-decay"), ({"warmup_epochs": -1.0}, "--warmup-epochs"),
-     ({"drop_path": -0.2}, "--drop-path"), ({"lr": 0.0}, "--lr"), ({"threads": 0}, "--threads"),
-     ({"mixup": -1.0}, "--mixup"), ({"scale": [0.5, 2.0]}, "--scale"), ({"epochs": 0}, "--epochs")],
+    [
+        ({"weight_decay": -0.1}, "--weight-decay"),
+        ({"warmup_epochs": -1.0}, "--warmup-epochs"),
+        ({"drop_path": -0.2}, "--drop-path"),
+        ({"lr": 0.0}, "--lr"),
+        ({"threads": 0}, "--threads"),
+        ({"mixup": -1.0}, "--mixup"),
+        ({"scale": [0.5, 2.0]}, "--scale"),
+        ({"epochs": 0}, "--epochs"),
+    ],
 )
 def test_bad_settings_are_refused_naming_the_option(overrides, option):
     with pytest.raises(ConfigurationError, match=option):
@@ -68,7 +76,9 @@ def _tiny_model() -> nn.Module:
 
 
 def _attach(module: ImageClassifier, steps: int, epochs: int) -> None:
-    module._trainer = SimpleNamespace(estimated_stepping_batches=steps, max_epochs=epochs)  # what configure_optimizers reads
+    module._trainer = SimpleNamespace(
+        estimated_stepping_batches=steps, max_epochs=epochs
+    )  # what configure_optimizers reads
 
 
 def test_optimizer_is_timms_adamw_without_decay_on_norms_biases_and_layer_scales():
@@ -152,11 +162,19 @@ def test_resume_refuses_a_planted_checkpoint_even_when_torch_is_told_to_unpickle
     payload = _Planted()
     payload.marker = marker
     torch.save({"state_dict": {}, "epoch": 0, "x": payload}, run / "checkpoints" / "last.ckpt")
-    config = resolve_config(TrainConfig(epochs=1, batch_size=500, out=str(run), quiet=True, model_args={"depths": [1, 1, 1]}))
+    config = resolve_config(
+        TrainConfig(epochs=1, batch_size=500, out=str(run), quiet=True, model_args={"depths": [1, 1, 1]})
+    )
     (run / "run.json").write_text(json.dumps(config.to_json()))
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
-    completed = subprocess.run([sys.executable, "-m", "largekernel", "train", "--out", str(run), "--resume"],
-                               env=env, capture_output=True, text=True, timeout=300)
+    completed = subprocess.run(
+        [sys.executable, "-m", "largekernel", "train", "--out", str(run), "--resume"],
+        env=env,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=300,
+    )
     assert completed.returncode == 2 and "could run code" in completed.stderr, completed.stderr[-2000:]
     assert "Traceback" not in completed.stderr and not marker.exists()
 
@@ -173,7 +191,7 @@ def test_broken_lightning_checkpoints_name_the_file(tmp_path: Path):
             read_lightning_checkpoint(tmp_path / name)
         assert "\n" not in str(info.value)
     torch.save([1, 2], tmp_path / "list.ckpt")
-    with pytest.raises(CheckpointError, match="list.ckpt holds a list"):
+    with pytest.raises(CheckpointError, match=r"list\.ckpt holds a list"):
         read_lightning_checkpoint(tmp_path / "list.ckpt")
 
 
@@ -194,8 +212,14 @@ def test_non_finite_loss_stops_with_the_step_number(tmp_path: Path):
     loader = DataLoader(TensorDataset(images, torch.randint(0, 2, (16,))), batch_size=4)
     config = resolve_config(TrainConfig(model_ema=False, epochs=1))
     module = ImageClassifier(_NaNAfterTwo(), num_classes=2, config=config)
-    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     with pytest.raises(ValueError, match="at step 2 "):
         trainer.fit(module, loader)
 

@@ -17,8 +17,21 @@ REPO = Path(__file__).resolve().parents[2]
 TINY_MODEL_ARGS = {"embed_dims": [8, 16], "depths": [1, 1], "mlp_ratios": [2, 2]}
 # the light recipe (no Mixup or RandAugment): a few steps on 48 images must visibly learn
 TINY_TRAIN = [
-    "--model", "van_lska_tiny", "--model-args", json.dumps(TINY_MODEL_ARGS), "--kernel-size", "7",
-    "--img-size", "16", "--batch-size", "32", "--threads", "1", "--recipe", "digits", "--quiet",
+    "--model",
+    "van_lska_tiny",
+    "--model-args",
+    json.dumps(TINY_MODEL_ARGS),
+    "--kernel-size",
+    "7",
+    "--img-size",
+    "16",
+    "--batch-size",
+    "32",
+    "--threads",
+    "1",
+    "--recipe",
+    "digits",
+    "--quiet",
 ]
 
 

@@ -12,7 +12,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--checkpoint", help="a largekernel train output: model.safetensors (with model.json beside it) or a .ckpt")
     add("--model", help="registered model name, for published weights (with --checkpoint-path)")
-    add("--checkpoint-path", help="published weights for --model (normalised, cropped and resized as its pretrained_cfg says)")
+    add(
+        "--checkpoint-path",
+        help="published weights for --model (normalised, cropped and resized as its pretrained_cfg says)",
+    )
     add("--model-args", type=json_object, help="JSON dict of create_model overrides for --model")
     add("--kernel-size", type=int, help="attention kernel size for --model (must match the weights)")
     add("--attention", help="attention design for --model (must match the weights)")
@@ -47,9 +50,17 @@ def run(args: argparse.Namespace) -> int:
         overrides["attention"] = args.attention
     network, config = load_for_eval(args.checkpoint, args.model, args.checkpoint_path, overrides)
     result = evaluate(
-        network, config, data=args.data, split=args.split, img_size=args.img_size, batch_size=args.batch_size,
-        accelerator=args.accelerator, devices=args.devices, precision=args.precision,
-        num_workers=args.num_workers, quiet=args.quiet or args.json,
+        network,
+        config,
+        data=args.data,
+        split=args.split,
+        img_size=args.img_size,
+        batch_size=args.batch_size,
+        accelerator=args.accelerator,
+        devices=args.devices,
+        precision=args.precision,
+        num_workers=args.num_workers,
+        quiet=args.quiet or args.json,
     )
     if args.json:
         print(json.dumps(result, indent=2))

@@ -62,21 +62,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     # every default is None so we can tell what the user gave (resume checks it against run.json)
     add = parser.add_argument
-    add("--data", help="embedded set name (mnist, digits) or an image folder: one sub-folder per class, "
-        f"optionally train/ and val/ (default: {d.data})")
+    add(
+        "--data",
+        help="embedded set name (mnist, digits) or an image folder: one sub-folder per class, "
+        f"optionally train/ and val/ (default: {d.data})",
+    )
     add("--model", help=f"registered model name (default: {DEFAULT_MODEL}, sized down for small images)")
     add("--model-args", type=json_object, help="JSON object of create_model overrides, e.g. '{\"depths\": [1,1,2,1]}'")
     add("--kernel-size", type=int, help="large-kernel attention kernel size (odd)")
     add("--attention", help="attention design: lka, lska, lka_trivial, lska_trivial")
-    add("--checkpoint-path", help="published weights to fine-tune from (a fresh classifier for the data's classes; "
-        "inputs normalised as the weights expect)")
-    add("--recipe", choices=("auto", *RECIPES), help="published settings to start from: auto (default) is digits "
-        "for the embedded sets, else the model family's (van, van_lska, smt)")
+    add(
+        "--checkpoint-path",
+        help="published weights to fine-tune from (a fresh classifier for the data's classes; "
+        "inputs normalised as the weights expect)",
+    )
+    add(
+        "--recipe",
+        choices=("auto", *RECIPES),
+        help="published settings to start from: auto (default) is digits "
+        "for the embedded sets, else the model family's (van, van_lska, smt)",
+    )
     add("--print-config", action="store_true", help="print the resolved settings as JSON and exit")
     add("--batch-size", type=int, help=f"per device (default {d.batch_size})")
     for name, kind, text in _RECIPE_OPTIONS:
         add("--" + name.replace("_", "-"), type=kind, help=text)
-    add("--model-ema", action=argparse.BooleanOptionalAction, help="keep and evaluate an EMA of the weights (timm ModelEmaV3)")
+    add(
+        "--model-ema",
+        action=argparse.BooleanOptionalAction,
+        help="keep and evaluate an EMA of the weights (timm ModelEmaV3)",
+    )
     add("--img-size", type=int, help="square input size (default: the data's own; 224 for folders)")
     add("--in-chans", type=int, choices=(1, 3), help="input channels (default: the data's own)")
     add("--val-fraction", type=float, help=f"held-out share when the data has no val/ split (default {d.val_fraction})")
@@ -89,7 +103,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--num-workers", type=int, help=f"data loader workers (default {d.num_workers})")
     add("--threads", type=int, help=f"CPU threads per process (default {d.threads}; results depend on it)")
     add("--out", help="run directory (default runs/train-<time>)")
-    add("--resume", action="store_true", help="continue the run in --out from its last checkpoint (saved at each epoch's end)")
+    add(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint (saved at each epoch's end)",
+    )
     add("--quiet", action="store_true", default=None, help="no progress bar or Lightning banners")
 
 
@@ -127,7 +145,8 @@ def config_from_args(args: argparse.Namespace):
     ]
     if differing:
         raise ConfigurationError(
-            "--resume continues a run with its own settings; these differ from it: " + "; ".join(differing)
+            "--resume continues a run with its own settings; these differ from it: "
+            + "; ".join(differing)
             + ". Drop them, or start a new run with another --out"
         )
     return TrainConfig(**{**asdict(config), **{k: v for k, v in given.items() if k in RESULT_FREE_FIELDS}})

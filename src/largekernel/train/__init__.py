@@ -15,7 +15,17 @@ _EXPORTS: dict[str, str] = {
     **{name: "trainer" for name in ("train", "load_trained")},
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "EMBEDDED_DATASETS",
+    "RECIPES",
+    "DataSplit",
+    "TrainConfig",
+    "load_data",
+    "load_trained",
+    "read_image",
+    "resolve_config",
+    "train",
+]
 
 if TYPE_CHECKING:
     from .config import RECIPES, TrainConfig, resolve_config

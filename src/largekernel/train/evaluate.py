@@ -25,17 +25,23 @@ def load_for_eval(
     or ``.ckpt``), or a registered ``model`` with published weights (``checkpoint_path``), whose input
     normalisation, crop and interpolation are the model's own (``pretrained_cfg``)."""
     if (checkpoint is None) == (model is None):
-        raise ConfigurationError("give either --checkpoint FILE (a largekernel train output) or --model NAME [--checkpoint-path FILE]")
+        raise ConfigurationError(
+            "give either --checkpoint FILE (a largekernel train output) or --model NAME [--checkpoint-path FILE]"
+        )
     if checkpoint is not None:
         if checkpoint_path is not None or model_kwargs:
-            raise ConfigurationError("--checkpoint-path and model overrides go with --model; --checkpoint already describes the model")
+            raise ConfigurationError(
+                "--checkpoint-path and model overrides go with --model; --checkpoint already describes the model"
+            )
         return load_trained(checkpoint)
     if checkpoint_path is None:
         raise ConfigurationError("--model needs --checkpoint-path FILE, the published weights to evaluate")
     model_kwargs = dict(model_kwargs or {})
     num_classes = checkpoint_classes(model, checkpoint_path, model_kwargs)
     if num_classes == 0:
-        raise ConfigurationError(f"{checkpoint_path} has no classifier (head.weight); it cannot be evaluated as a classifier")
+        raise ConfigurationError(
+            f"{checkpoint_path} has no classifier (head.weight); it cannot be evaluated as a classifier"
+        )
     network = build_model(model, num_classes, 3, model_kwargs, checkpoint_path=checkpoint_path)
     data_config = model_data_config(network, in_chans=3)
     config = {
@@ -74,7 +80,6 @@ def evaluate(
     the whole evaluation loop (loading, preprocessing, forward) in images per second.
     """
     quiet_lightning(quiet)
-    import lightning as L
 
     from .module import ImageClassifier
 
@@ -89,13 +94,15 @@ def evaluate(
             f"{dataset.num_classes} ({', '.join(dataset.class_names[:10])}{'...' if dataset.num_classes > 10 else ''})"
         )
     images = {"val": dataset.val, "train": dataset.train, "all": ConcatDataset([dataset.train, dataset.val])}[split]
-    transform = create_eval_transform({
-        "input_size": (config["in_chans"], size, size),
-        "mean": tuple(config["mean"]),
-        "std": tuple(config["std"]),
-        "crop_pct": config.get("crop_pct", 1.0),
-        "interpolation": config.get("interpolation", "bilinear"),
-    })
+    transform = create_eval_transform(
+        {
+            "input_size": (config["in_chans"], size, size),
+            "mean": tuple(config["mean"]),
+            "std": tuple(config["std"]),
+            "crop_pct": config.get("crop_pct", 1.0),
+            "interpolation": config.get("interpolation", "bilinear"),
+        }
+    )
     scored = TransformedDataset(images, transform)
     module = ImageClassifier(network, config["num_classes"])
     from .trainer import _make_trainer_for_eval

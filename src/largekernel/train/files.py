@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import CheckpointError, ConfigurationError
 
-__all__ = ["atomic_write_bytes", "write_json", "read_json", "SafeCheckpointIO", "read_lightning_checkpoint"]
+__all__ = ["SafeCheckpointIO", "atomic_write_bytes", "read_json", "read_lightning_checkpoint", "write_json"]  # noqa: F822 - built lazily
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -88,7 +88,9 @@ def read_lightning_checkpoint(path: str | os.PathLike, map_location: Any = "cpu"
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(error).__name__}: {first})") from None
     if not isinstance(checkpoint, dict):
-        raise CheckpointError(f"checkpoint {path} holds a {type(checkpoint).__name__}, not a Lightning checkpoint (a dict)")
+        raise CheckpointError(
+            f"checkpoint {path} holds a {type(checkpoint).__name__}, not a Lightning checkpoint (a dict)"
+        )
     return checkpoint
 
 

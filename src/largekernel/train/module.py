@@ -30,10 +30,18 @@ from torch import nn
 from .config import TrainConfig
 from .files import atomic_write_bytes
 
-__all__ = ["ImageClassifier", "EpochMetricsWriter", "METRIC_COLUMNS"]
+__all__ = ["METRIC_COLUMNS", "EpochMetricsWriter", "ImageClassifier"]
 
 METRIC_COLUMNS = (
-    "epoch", "train_loss", "val_loss", "val_top1", "val_top5", "raw_val_top1", "lr", "epoch_seconds", "images_per_second",
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_top1",
+    "val_top5",
+    "raw_val_top1",
+    "lr",
+    "epoch_seconds",
+    "images_per_second",
 )
 
 
@@ -78,8 +86,12 @@ class ImageClassifier(L.LightningModule):
                 from timm.data import Mixup
 
                 self.mixup = Mixup(
-                    mixup_alpha=config.mixup, cutmix_alpha=config.cutmix, prob=config.mixup_prob,
-                    switch_prob=config.mixup_switch_prob, mode="batch", label_smoothing=config.label_smoothing,
+                    mixup_alpha=config.mixup,
+                    cutmix_alpha=config.cutmix,
+                    prob=config.mixup_prob,
+                    switch_prob=config.mixup_switch_prob,
+                    mode="batch",
+                    label_smoothing=config.label_smoothing,
                     num_classes=num_classes,
                 )
             if config.model_ema:
@@ -97,13 +109,20 @@ class ImageClassifier(L.LightningModule):
         self._val_images = 0
         self.epoch_metrics: dict[str, float] = {}
 
+    @property
+    def recipe(self) -> TrainConfig:
+        """The resolved training settings (a module built to evaluate only has none)."""
+        if self.config is None:
+            raise RuntimeError("ImageClassifier was built without a TrainConfig; it can evaluate but not train")
+        return self.config
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits of the weights that are evaluated and kept (the EMA when there is one)."""
         return (self.model_ema.module if self.model_ema is not None else self.model)(images)
 
     # -- training --------------------------------------------------------------------------------
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        step_seed = ((self.config.seed * 1_000_003 + self.global_step) * 1_009 + self.global_rank) % (2**32)
+        step_seed = ((self.recipe.seed * 1_000_003 + self.global_step) * 1_009 + self.global_rank) % (2**32)
         torch.manual_seed(step_seed)
         np.random.seed(step_seed)  # timm's Mixup draws from NumPy
         random.seed(step_seed)
@@ -116,11 +135,11 @@ class ImageClassifier(L.LightningModule):
             images, targets = self.mixup(images, labels)
             loss = SoftTargetCrossEntropy()(self.model(images).float(), targets)
         else:
-            loss = F.cross_entropy(self.model(images).float(), labels, label_smoothing=self.config.label_smoothing)
+            loss = F.cross_entropy(self.model(images).float(), labels, label_smoothing=self.recipe.label_smoothing)
         if not torch.isfinite(loss):
             raise ValueError(
                 f"training loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "
-                f"lower --lr (now {self.config.lr:g}), or use --precision 32-true"
+                f"lower --lr (now {self.recipe.lr:g}), or use --precision 32-true"
             )
         self.train_loss.update(loss.detach(), weight=len(labels))
         self.log("loss", loss.detach(), prog_bar=True, logger=False)
@@ -137,9 +156,11 @@ class ImageClassifier(L.LightningModule):
         from timm.optim import create_optimizer_v2
         from timm.scheduler import create_scheduler_v2
 
-        config = self.config
+        config = self.recipe
         optimizer = create_optimizer_v2(self.model, opt=config.opt, lr=config.lr, weight_decay=config.weight_decay)
-        steps_per_epoch = max(1, math.ceil(int(self.trainer.estimated_stepping_batches) / max(1, self.trainer.max_epochs)))
+        steps_per_epoch = max(
+            1, math.ceil(int(self.trainer.estimated_stepping_batches) / max(1, self.trainer.max_epochs))
+        )
         scheduler, _ = create_scheduler_v2(
             optimizer,
             sched="cosine",
@@ -157,7 +178,7 @@ class ImageClassifier(L.LightningModule):
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
         # timm's schedulers take the epoch (or update count) they are at, as timm's train.py passes it
-        if self.config.sched_on_epochs:
+        if self.recipe.sched_on_epochs:
             scheduler.step(epoch=self.current_epoch + 1)
         else:
             scheduler.step_update(num_updates=self.global_step)
@@ -178,7 +199,9 @@ class ImageClassifier(L.LightningModule):
         for metrics, logits in networks:
             logits = logits.float()
             if logits.dim() != 2 or logits.shape[1] != self.num_classes:
-                raise ValueError(f"model returned logits of shape {tuple(logits.shape)}, expected (batch, {self.num_classes})")
+                raise ValueError(
+                    f"model returned logits of shape {tuple(logits.shape)}, expected (batch, {self.num_classes})"
+                )
             metrics["loss"].update(F.cross_entropy(logits, labels, reduction="none"))
             for name, metric in metrics.items():
                 if name != "loss":
@@ -195,7 +218,9 @@ class ImageClassifier(L.LightningModule):
         for name, metric in self.val_metrics.items():
             metrics[f"{prefix}_{name}"] = metric.compute().item() * (1.0 if name == "loss" else 100.0)
             metric.reset()
-        images = self.trainer.strategy.reduce(torch.tensor(float(self._val_images), device=self.device), reduce_op="sum")
+        images = self.trainer.strategy.reduce(
+            torch.tensor(float(self._val_images), device=self.device), reduce_op="sum"
+        )
         metrics[f"{prefix}_images"] = float(images)
         self._val_images = 0
         if self.raw_val_metrics is not None:

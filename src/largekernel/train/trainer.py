@@ -30,15 +30,15 @@ from .data import DataSplit, EpochShuffleSampler, ShardSampler, TransformedDatas
 from .files import read_json, read_lightning_checkpoint, write_json
 
 __all__ = [
-    "TrainConfig",
-    "train",
-    "build_model",
-    "model_data_config",
-    "save_weights",
-    "load_trained",
-    "plot_curves",
-    "planned_world_size",
     "DEFAULT_MODEL",
+    "TrainConfig",
+    "build_model",
+    "load_trained",
+    "model_data_config",
+    "planned_world_size",
+    "plot_curves",
+    "save_weights",
+    "train",
 ]
 
 
@@ -74,7 +74,9 @@ def checkpoint_classes(model: str, checkpoint_path: str, model_kwargs: dict[str,
     if not Path(checkpoint_path).is_file():
         raise FileNotFoundError(f"--checkpoint-path {checkpoint_path} does not exist")
     state = read_state_dict(checkpoint_path)
-    converter = getattr(largekernel.create_model(model, **{**model_kwargs, "num_classes": 0}), "checkpoint_filter", None)
+    converter = getattr(
+        largekernel.create_model(model, **{**model_kwargs, "num_classes": 0}), "checkpoint_filter", None
+    )
     if converter is not None:
         state = converter(state)
     head = state.get("head.weight")
@@ -141,7 +143,9 @@ def load_trained(path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn
     if path.suffix == ".safetensors":
         config_path = path.with_suffix(".json")
         if not config_path.is_file():
-            raise FileNotFoundError(f"{path} needs its model description {config_path} beside it (written by largekernel train)")
+            raise FileNotFoundError(
+                f"{path} needs its model description {config_path} beside it (written by largekernel train)"
+            )
         config = read_json(config_path, "model description")
         model = _build_described(config, config_path)
         try:
@@ -160,7 +164,7 @@ def load_trained(path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn
         )
     weights = checkpoint["state_dict"]
     prefix = "model_ema.module." if any(key.startswith("model_ema.module.") for key in weights) else "model."
-    state = {key[len(prefix):]: value for key, value in weights.items() if key.startswith(prefix)}
+    state = {key[len(prefix) :]: value for key, value in weights.items() if key.startswith(prefix)}
     model = _build_described(config, path)
     try:
         load_state_dict_into(model, state, source=f"checkpoint {path}")
@@ -250,7 +254,7 @@ def _make_datamodule(train_set, val_set, batch_size: int, seed: int, num_workers
 
 
 def _is_rank_zero() -> bool:
-    return int(os.environ.get("NODE_RANK", 0)) == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0
+    return int(os.environ.get("NODE_RANK", "0")) == 0 and int(os.environ.get("LOCAL_RANK", "0")) == 0
 
 
 _NOISE = (
@@ -300,9 +304,15 @@ def planned_world_size(config: TrainConfig) -> int:
         try:
             count = int(devices)
         except ValueError:
-            raise ConfigurationError(f"--devices must be 'auto', a count, or a comma list of ids; got {devices!r}") from None
+            raise ConfigurationError(
+                f"--devices must be 'auto', a count, or a comma list of ids; got {devices!r}"
+            ) from None
         if count == -1:
-            count = max(1, torch.cuda.device_count()) if config.accelerator in ("gpu", "cuda", "auto") else (os.cpu_count() or 1)
+            count = (
+                max(1, torch.cuda.device_count())
+                if config.accelerator in ("gpu", "cuda", "auto")
+                else (os.cpu_count() or 1)
+            )
         if count < 1 and count != -1:
             raise ConfigurationError(f"--devices must be a positive count, got {devices!r}")
     return count * config.num_nodes
@@ -329,7 +339,9 @@ def _check_environment(config: TrainConfig, out: Path) -> None:
 
 def _check_accelerator(accelerator: str) -> None:
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigurationError(f"--accelerator {accelerator}: no CUDA GPU is available here (use --accelerator cpu or auto)")
+        raise ConfigurationError(
+            f"--accelerator {accelerator}: no CUDA GPU is available here (use --accelerator cpu or auto)"
+        )
     if accelerator == "mps" and not torch.backends.mps.is_available():
         raise ConfigurationError("--accelerator mps: no Apple GPU is available here (use --accelerator cpu or auto)")
 
@@ -344,7 +356,9 @@ def _lightning_trainer(accelerator: str, devices: str, strategy: str, precision:
         try:
             parsed = int(devices)
         except ValueError:
-            raise ConfigurationError(f"--devices must be 'auto', a count, or a comma list of ids; got {devices!r}") from None
+            raise ConfigurationError(
+                f"--devices must be 'auto', a count, or a comma list of ids; got {devices!r}"
+            ) from None
     try:
         return L.Trainer(accelerator=accelerator, devices=parsed, strategy=strategy, precision=precision, **kwargs)
     except (MisconfigurationException, ValueError, RuntimeError) as error:
@@ -357,8 +371,15 @@ def _lightning_trainer(accelerator: str, devices: str, strategy: str, precision:
 def _make_trainer_for_eval(accelerator: str, devices: str, precision: str, quiet: bool):
     _check_accelerator(accelerator)
     return _lightning_trainer(
-        accelerator, devices, "auto", precision, logger=False, enable_checkpointing=False,
-        enable_progress_bar=not quiet, enable_model_summary=False, use_distributed_sampler=False,
+        accelerator,
+        devices,
+        "auto",
+        precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=not quiet,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
     )
 
 
@@ -366,7 +387,10 @@ def _make_trainer(config: TrainConfig, out: Path, callbacks: list[Any]):
     from .files import SafeCheckpointIO
 
     return _lightning_trainer(
-        config.accelerator, config.devices, config.strategy, config.precision,
+        config.accelerator,
+        config.devices,
+        config.strategy,
+        config.precision,
         max_epochs=config.epochs + config.cooldown_epochs,
         num_nodes=config.num_nodes,
         gradient_clip_val=config.clip_grad,
@@ -409,11 +433,15 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
             "none; start it again without --resume)"
         )
     if not resume and last.is_file() and _is_rank_zero():
-        raise ConfigurationError(f"{out} already holds a run ({last}); pass --resume to continue it, or choose another --out")
+        raise ConfigurationError(
+            f"{out} already holds a run ({last}); pass --resume to continue it, or choose another --out"
+        )
 
     torch.set_num_threads(config.threads)
     L.seed_everything(config.seed, workers=True, verbose=False)
-    data = load_data(config.data, config.img_size, config.in_chans or (3 if config.checkpoint_path else None), config.val_fraction)
+    data = load_data(
+        config.data, config.img_size, config.in_chans or (3 if config.checkpoint_path else None), config.val_fraction
+    )
     name, model_kwargs = config.model_kwargs(data.img_size)
     model = build_model(name, data.num_classes, data.in_chans, model_kwargs, config.checkpoint_path)
     data_config = _data_config(model, data, from_weights=config.checkpoint_path is not None)
@@ -441,8 +469,13 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
     callbacks: list[Any] = [
         metrics_writer,
         ModelCheckpoint(
-            dirpath=out / "checkpoints", filename="best", monitor="val_top1", mode="max",
-            save_top_k=1, save_last=True, enable_version_counter=False,
+            dirpath=out / "checkpoints",
+            filename="best",
+            monitor="val_top1",
+            mode="max",
+            save_top_k=1,
+            save_last=True,
+            enable_version_counter=False,
         ),
     ]
     if not config.quiet:
@@ -496,4 +529,3 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
         if history:
             plot_curves(history, out / "curves.png", title=f"{name} on {config.data}")
     return summary
-

@@ -359,6 +359,17 @@ def test_unusable_files_and_settings_give_one_line_naming_them(tmp_path, trained
     for name, content in (("empty.ckpt", b""), ("cut.ckpt", (out / "checkpoints" / "last.ckpt").read_bytes()[:300])):
         (tmp_path / name).write_bytes(content)
         assert name in one_line("eval", "--checkpoint", str(tmp_path / name), "--data", str(folder))
+    # damaged published weights (--checkpoint-path): .pth and .safetensors
+    whole = tmp_path / "whole.pth"
+    torch.save(load_file(str(weights)), whole)
+    published = ["--model", "van_lska_tiny", "--model-args", json.dumps(TINY_MODEL_ARGS), "--kernel-size", "7"]
+    for name, content in (
+        ("empty.pth", b""),
+        ("cut.pth", whole.read_bytes()[:400]),
+        ("cut.safetensors", weights.read_bytes()[:64]),
+    ):
+        (tmp_path / name).write_bytes(content)
+        assert name in one_line("eval", *published, "--checkpoint-path", str(tmp_path / name), "--data", str(folder))
     # weights paired with another run's description (other widths): a shape mismatch, named
     other = tmp_path / "other"
     other.mkdir()

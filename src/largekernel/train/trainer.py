@@ -58,9 +58,14 @@ def build_model(
     # load the weights into a model whose classifier fits them exactly, then put a fresh classifier
     # for this data's classes in its place (the usual fine-tuning start)
     published_classes = checkpoint_classes(name, checkpoint_path, {**kwargs, "in_chans": in_chans})
-    model = largekernel.create_model(
-        name, num_classes=published_classes, in_chans=in_chans, checkpoint_path=checkpoint_path, **kwargs
-    )
+    try:
+        model = largekernel.create_model(
+            name, num_classes=published_classes, in_chans=in_chans, checkpoint_path=checkpoint_path, **kwargs
+        )
+    except (LargeKernelError, FileNotFoundError, TypeError):
+        raise
+    except ValueError as error:  # keys or shapes that do not fit: the models package lists them on lines
+        raise CheckpointError(f"--checkpoint-path {checkpoint_path} does not fit {name}: {_one_line(error)}") from None
     if published_classes != num_classes:
         model.reset_classifier(num_classes)
     return model
@@ -73,7 +78,14 @@ def checkpoint_classes(model: str, checkpoint_path: str, model_kwargs: dict[str,
 
     if not Path(checkpoint_path).is_file():
         raise FileNotFoundError(f"--checkpoint-path {checkpoint_path} does not exist")
-    state = read_state_dict(checkpoint_path)
+    try:
+        state = read_state_dict(checkpoint_path)
+    except (LargeKernelError, FileNotFoundError):
+        raise
+    except Exception as error:  # noqa: BLE001 - empty, truncated or corrupt: any reader's failure, one line
+        raise CheckpointError(
+            f"--checkpoint-path {checkpoint_path} cannot be read: {type(error).__name__}: {_one_line(error)}"
+        ) from None
     converter = getattr(
         largekernel.create_model(model, **{**model_kwargs, "num_classes": 0}), "checkpoint_filter", None
     )

@@ -22,9 +22,14 @@ IDS = [c.__name__ for c, _ in LAYERS]
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
+    # Lightning's deterministic=True (an earlier test's training run) leaves deterministic algorithms on,
+    # which makes 'auto' a fixed choice: these tests want the timed one
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(False)
     dispatch.clear_autotune_cache()
     yield
     dispatch.clear_autotune_cache()
+    torch.use_deterministic_algorithms(deterministic)
 
 
 def _randomised(cls, k, dim=4):

@@ -9,13 +9,13 @@ from .sam import SAM
 
 __all__ = [
     "ATTENTIONS",
+    "LKA",
+    "LSKA",
+    "SAM",
     "Decomposition",
     "DropPath",
-    "LKA",
     "LKATrivial",
-    "LSKA",
     "LSKATrivial",
-    "SAM",
     "SpatialGatingAttention",
     "create_attention",
     "drop_path",

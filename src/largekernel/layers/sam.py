@@ -35,6 +35,8 @@ class SAM(nn.Module):
     Shapes: ``(B, dim, H, W) -> (B, dim, H, W)``.
     """
 
+    __jit_unused_properties__ = ("kernel_sizes",)
+
     def __init__(
         self,
         dim: int,
@@ -82,10 +84,36 @@ class SAM(nn.Module):
         batch, height, width, _ = s.shape
         # (heads, B, C/heads, H, W): head i holds channels [i*C/h, (i+1)*C/h)
         heads = s.reshape(batch, height, width, self.num_heads, self.head_dim).permute(3, 0, 4, 1, 2)
-        mixed = [getattr(self, f"local_conv_{i + 1}")(heads[i]) for i in range(self.num_heads)]
+        if torch.jit.is_scripting():
+            mixed = self._mixed_scripted(heads)
+        else:
+            mixed = [getattr(self, f"local_conv_{i + 1}")(heads[i]) for i in range(self.num_heads)]
         # stack on a new axis after the channel axis: channel c of head i -> c * heads + i
         interleaved = torch.stack(mixed, dim=2).reshape(batch, self.dim, height, width)
         return self.proj1(self.act(self.bn(self.proj0(interleaved))))
+
+    def _mixed_scripted(self, heads: torch.Tensor) -> list[torch.Tensor]:
+        # TorchScript cannot getattr a computed name; hasattr on a module is resolved when compiling
+        mixed: list[torch.Tensor] = []
+        if hasattr(self, "local_conv_1"):
+            mixed.append(self.local_conv_1(heads[0]))  # type: ignore[operator]
+        if hasattr(self, "local_conv_2"):
+            mixed.append(self.local_conv_2(heads[1]))  # type: ignore[operator]
+        if hasattr(self, "local_conv_3"):
+            mixed.append(self.local_conv_3(heads[2]))  # type: ignore[operator]
+        if hasattr(self, "local_conv_4"):
+            mixed.append(self.local_conv_4(heads[3]))  # type: ignore[operator]
+        if hasattr(self, "local_conv_5"):
+            mixed.append(self.local_conv_5(heads[4]))  # type: ignore[operator]
+        if hasattr(self, "local_conv_6"):
+            mixed.append(self.local_conv_6(heads[5]))  # type: ignore[operator]
+        if hasattr(self, "local_conv_7"):
+            mixed.append(self.local_conv_7(heads[6]))  # type: ignore[operator]
+        if hasattr(self, "local_conv_8"):
+            mixed.append(self.local_conv_8(heads[7]))  # type: ignore[operator]
+        if len(mixed) != self.num_heads:
+            raise RuntimeError("SAM: TorchScript supports up to 8 heads")
+        return mixed
 
     def forward_tokens(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """SMT's token form: ``(B, H*W, C) -> (B, H*W, C)``."""

@@ -5,6 +5,7 @@ from .decomposition import Decomposition, lka_decomposition, lska_decomposition
 from .drop import DropPath, drop_path
 from .lka import LKA, LKATrivial
 from .lska import LSKA, LSKATrivial
+from .mhsa import MSA
 from .sam import SAM
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "LKATrivial",
     "LSKA",
     "LSKATrivial",
+    "MSA",
     "SAM",
     "SpatialGatingAttention",
     "create_attention",

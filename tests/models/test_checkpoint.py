@@ -123,7 +123,7 @@ def test_num_classes_mismatch_drops_classifier_with_warning(tmp_path):
     with pytest.warns(UserWarning, match="1000 classes, the model 5"):
         lk.load_checkpoint(target, path)
     assert torch.equal(target.head.weight, fresh_head)
-    assert torch.equal(target.block3[1].mlp.fc1.weight, source.block3[1].mlp.fc1.weight)
+    assert torch.equal(target.stages[2].blocks[1].mlp.fc1.weight, source.stages[2].blocks[1].mlp.fc1.weight)
     headless = _van(num_classes=0)
     with pytest.warns(UserWarning, match="no classifier"):
         lk.load_checkpoint(headless, path)
@@ -131,11 +131,11 @@ def test_num_classes_mismatch_drops_classifier_with_warning(tmp_path):
 
 def test_mismatch_lists_missing_unexpected_and_shapes(tmp_path):
     state = _van().state_dict()
-    del state["block2.0.mlp.fc2.bias"]
-    state["block9.0.extra.weight"] = torch.zeros(1)
+    del state["stages.1.blocks.0.mlp.fc2.bias"]
+    state["stages.1.blocks.9.extra.weight"] = torch.zeros(1)
     path = tmp_path / "broken.pth"
     torch.save(state, path)
-    with pytest.raises(ValueError, match=r"(?s)missing keys \(1\): block2\.0\.mlp\.fc2\.bias.*unexpected keys \(1\): block9\.0\.extra\.weight"):
+    with pytest.raises(ValueError, match=r"(?s)missing keys \(1\): stages\.1\.blocks\.0\.mlp\.fc2\.bias.*unexpected keys \(1\): stages\.1\.blocks\.9\.extra\.weight"):
         lk.load_checkpoint(_van(), path)
     lk.load_checkpoint(_van(), path, strict=False)  # non-strict loads what fits
 
@@ -157,7 +157,7 @@ def test_features_only_model_loads_a_full_checkpoint(tmp_path):
     source = randomize_(_van())
     path = lk.save_checkpoint(source, tmp_path / "full.safetensors")
     features = lk.create_model("van_b0", features_only=True, out_indices=(0, 1), checkpoint_path=path, depths=TINY_VAN["depths"])
-    assert torch.equal(features.block2[0].attn.proj_1.weight, source.block2[0].attn.proj_1.weight)
+    assert torch.equal(features.model.stages[1].blocks[0].attn.proj_1.weight, source.stages[1].blocks[0].attn.proj_1.weight)
 
 
 def test_smt_reference_checkpoint_under_model_key(tmp_path):
@@ -170,7 +170,7 @@ def test_smt_reference_checkpoint_under_model_key(tmp_path):
     detector["neck.lateral.weight"] = torch.zeros(3)
     torch.save({"state_dict": detector}, tmp_path / "det.pth")
     backbone = lk.create_model("smt_t", embed_dims=(16, 16, 32, 32), depths=(1, 1, 2, 1), features_only=True, checkpoint_path=tmp_path / "det.pth")
-    assert torch.equal(backbone.block3[1].attn.kv.weight, source.block3[1].attn.kv.weight)
+    assert torch.equal(backbone.model.stages[2].blocks[1].attn.kv.weight, source.stages[2].blocks[1].attn.kv.weight)
 
 
 # -- foreign layouts: HuggingFace transformers VanModel and mmpretrain VAN ------------------------
@@ -255,7 +255,7 @@ def test_van_detection_checkpoint_in_reference_names(tmp_path):
     state["decode_head.conv_seg.weight"] = torch.zeros(2, 2)
     torch.save({"meta": {"iter": 160000}, "state_dict": state}, tmp_path / "upernet.pth")
     backbone = lk.create_model("van_b0", features_only=True, depths=TINY_VAN["depths"], checkpoint_path=tmp_path / "upernet.pth")
-    assert torch.equal(backbone.block3[1].mlp.dwconv.dwconv.weight, source.block3[1].mlp.dwconv.dwconv.weight)
+    assert torch.equal(backbone.model.stages[2].blocks[1].mlp.dwconv.dwconv.weight, source.stages[2].blocks[1].mlp.dwconv.dwconv.weight)
 
 
 def test_mm_lska_layout_round_trip():

@@ -26,7 +26,7 @@ def _meta_model(name: str, **overrides):
 def test_smt_params_and_keys_equal_published(name, official):
     model = _meta_model(name)
     assert count_parameters(model) == official[name]["params"]
-    assert {k: list(v.shape) for k, v in model.state_dict().items()} == official[name]["state_dict"]
+    assert {k: list(v.shape) for k, v in model.released_state_dict().items()} == official[name]["state_dict"]
 
 
 @pytest.mark.parametrize("name", SMT_VARIANTS)
@@ -119,7 +119,7 @@ def test_smt_forward_equals_independent_reference(head_conv):
     model = randomize_(lk.create_model("smt_t", head_conv=head_conv, **SMALL)).eval()
     x = torch.randn(2, 3, 64, 96)
     with torch.no_grad():
-        expected = reference_smt_forward(model.state_dict(), x, SMALL["depths"], head_conv)
+        expected = reference_smt_forward(model.released_state_dict(), x, SMALL["depths"], head_conv)
         torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-4)
 
 
@@ -134,7 +134,7 @@ def test_msa_equals_explicit_softmax_attention():
 
 def test_sam_token_form_in_smt_equals_reference_and_nchw_form():
     model = randomize_(lk.create_model("smt_t", **SMALL)).eval()
-    sam = model.block1[0].attn
+    sam = model.stages[0].blocks[0].attn
     x = torch.randn(2, 6 * 5, 64)
     with torch.no_grad():
         tokens = sam.forward_tokens(x, 6, 5)
@@ -145,7 +145,7 @@ def test_sam_token_form_in_smt_equals_reference_and_nchw_form():
 
 def test_smt_stage_layout_is_sam_then_mix_then_msa():
     model = _meta_model("smt_s")
-    kinds = [[type(block.attn).__name__ for block in getattr(model, f"block{i}")] for i in range(1, 5)]
+    kinds = [[type(block.attn).__name__ for block in stage.blocks] for stage in model.stages]
     assert kinds[0] == ["SAM"] * 3 and kinds[1] == ["SAM"] * 4
     assert kinds[2] == ["SAM", "MSA"] * 9 and kinds[3] == ["MSA"] * 2
 
@@ -183,7 +183,7 @@ def test_smt_head_reset_and_grad_checkpointing():
 
 def test_smt_layerscale_override_adds_gammas():
     model = _meta_model("smt_t", use_layerscale=True, layerscale_value=1e-3)
-    assert model.block1[0].gamma_1.shape == (64,) and "block4.0.gamma_2" in model.state_dict()
+    assert model.stages[0].blocks[0].gamma_1.shape == (64,) and "block4.0.gamma_2" in model.released_state_dict()
 
 
 # -- bad input ----------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -172,16 +172,13 @@ class PyramidBackbone(nn.Module):
     pruning, parameter groups, checkpoint key mapping) lives here once.
     """
 
-    stages: nn.ModuleList
-    checkpoint_filter: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
-
     def _finish(self, embed_dims: Sequence[int], num_classes: int, in_chans: int, global_pool: str, first_conv: str) -> None:
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.global_pool = global_pool
         self.num_features = self.head_hidden_size = embed_dims[-1]
         self.feature_info = StageInfo(
-            {"num_chs": dim, "reduction": 4 * 2**i, "module": f"stages.{i}", "index": i} for i, dim in enumerate(embed_dims)
+            {"num_chs": dim, "reduction": 4 * 2**i, "module": f"stages.{i}", "index": i, "stage": i} for i, dim in enumerate(embed_dims)
         )
         self.first_conv = first_conv
         self.grad_checkpointing = False

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..errors import ConfigurationError
 
-__all__ = ["build_model", "get_pretrained_cfg", "register_pretrained_cfgs", "resolve_pretrained_cfg", "timm_available", "unwrap_features"]
+__all__ = ["build_model", "get_pretrained_cfg", "pretrained_cfg", "register_pretrained_cfgs", "resolve_pretrained_cfg", "timm_available", "unwrap_features"]
 
 _TIMM_IMPORTS: bool | None = None
 # model name -> {tag: cfg}; the first tag is the default, as in timm's registry
@@ -75,6 +75,23 @@ def resolve_pretrained_cfg(
     cfg.update(overlay or {})
     cfg.setdefault("architecture", variant)
     return cfg
+
+
+def pretrained_cfg(url: str | None, *, mean: tuple, std: tuple, crop_pct: float, first_conv: str, **kwargs: Any) -> dict[str, Any]:
+    """One variant's pretrained cfg (timm's ``PretrainedCfg`` fields) for 1000-class 224-px weights."""
+    return {
+        "url": url,
+        "num_classes": 1000,
+        "input_size": (3, 224, 224),
+        "pool_size": (7, 7),
+        "crop_pct": crop_pct,
+        "interpolation": "bicubic",
+        "mean": mean,
+        "std": std,
+        "first_conv": first_conv,
+        "classifier": "head",
+        **kwargs,
+    }
 
 
 def unwrap_features(model: nn.Module) -> nn.Module:

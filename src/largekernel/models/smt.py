@@ -24,7 +24,7 @@ from ..errors import ConfigurationError
 from ..layers import SAM, DropPath
 from ..layers.fuse import scale_outputs
 from ..layers.mhsa import MSA
-from ._builder import build_model, register_pretrained_cfgs
+from ._builder import build_model, pretrained_cfg, register_pretrained_cfgs
 from ._common import PyramidBackbone, check_common_args, check_stage_lists, checkpoint_block, from_released_layout
 from .registry import register_model
 
@@ -319,22 +319,17 @@ SMT_CONFIGS: dict[str, dict[str, Any]] = {
 
 def _cfg(url: str | None = None, **kwargs: Any) -> dict[str, Any]:
     # the SMT (Swin) evaluation transform: Resize(256/224 * size, bicubic), CenterCrop, ImageNet mean/std
-    return {
-        "url": url,
-        "num_classes": 1000,
-        "input_size": (3, 224, 224),
-        "pool_size": (7, 7),
-        "crop_pct": SMT_CROP_PCT,
-        "interpolation": "bicubic",
-        "mean": IMAGENET_MEAN,
-        "std": IMAGENET_STD,
-        "first_conv": "stages.0.downsample.conv.0",
-        "classifier": "head",
-        "license": "mit",
-        "paper_ids": "arXiv:2307.08579",
-        "origin_url": "https://github.com/AFeng-x/SMT",
+    return pretrained_cfg(
+        url,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        crop_pct=SMT_CROP_PCT,
+        first_conv="stages.0.downsample.conv.0",
+        license="mit",
+        paper_ids="arXiv:2307.08579",
+        origin_url="https://github.com/AFeng-x/SMT",
         **kwargs,
-    }
+    )
 
 
 default_cfgs: dict[str, dict[str, Any]] = {

@@ -25,7 +25,7 @@ from ..layers import DropPath, SpatialGatingAttention
 from ..layers.attention import ATTENTIONS
 from ..layers.fuse import bn_scale_shift, fold_affine_before_pointwise, fold_batchnorm_into_conv, scale_outputs
 from ..checkpoint_io import unwrap_state_dict
-from ._builder import build_model, register_pretrained_cfgs
+from ._builder import build_model, pretrained_cfg, register_pretrained_cfgs
 from ._common import PyramidBackbone, check_common_args, check_stage_lists, checkpoint_block, from_released_layout, to_released_layout
 from .registry import register_model
 
@@ -439,20 +439,9 @@ VAN_CONFIGS: dict[str, dict[str, Any]] = {
 
 def _cfg(url: str | None = None, **kwargs: Any) -> dict[str, Any]:
     # the VAN and VAN-LSKA training code set timm's ViT _cfg(): mean = std = 0.5, crop 0.9, bicubic
-    return {
-        "url": url,
-        "num_classes": 1000,
-        "input_size": (3, 224, 224),
-        "pool_size": (7, 7),
-        "crop_pct": VAN_CROP_PCT,
-        "interpolation": "bicubic",
-        "mean": INCEPTION_MEAN,
-        "std": INCEPTION_STD,
-        "first_conv": "stages.0.downsample.proj",
-        "classifier": "head",
-        "license": "apache-2.0",
-        **kwargs,
-    }
+    return pretrained_cfg(
+        url, mean=INCEPTION_MEAN, std=INCEPTION_STD, crop_pct=VAN_CROP_PCT, first_conv="stages.0.downsample.proj", license="apache-2.0", **kwargs
+    )
 
 
 _VAN_PAPER = {"paper_ids": "arXiv:2202.09741", "origin_url": "https://github.com/Visual-Attention-Network/VAN-Classification"}

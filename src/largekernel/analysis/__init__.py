@@ -1,17 +1,37 @@
-"""Analysis: parameters, FLOPs, latency, memory and effective receptive fields."""
+"""Analysis: parameters, FLOPs, latency, memory and effective receptive fields.
 
-from .complexity import count_macs, count_parameters
-from .erf import ERFResult, area_ratios, effective_receptive_field
-from .profile import ModelProfile, profile_model, profile_models, profile_scaling
+Names are imported on first use, so ``largekernel.analysis.defaults`` (what the CLI's help reads)
+does not pull in torch.
+"""
 
-__all__ = [
-    "ERFResult",
-    "ModelProfile",
-    "area_ratios",
-    "count_macs",
-    "count_parameters",
-    "effective_receptive_field",
-    "profile_model",
-    "profile_models",
-    "profile_scaling",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    "count_macs": "complexity",
+    "count_parameters": "complexity",
+    "ERFResult": "erf",
+    "area_ratios": "erf",
+    "effective_receptive_field": "erf",
+    "ModelProfile": "profile",
+    "profile_model": "profile",
+    "profile_models": "profile",
+    "profile_scaling": "profile",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from .complexity import count_macs, count_parameters
+    from .erf import ERFResult, area_ratios, effective_receptive_field
+    from .profile import ModelProfile, profile_model, profile_models, profile_scaling
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value

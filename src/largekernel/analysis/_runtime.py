@@ -1,27 +1,16 @@
-"""``--device`` / ``--dtype`` handling shared by the analysis commands."""
+"""``--device`` / ``--dtype`` values resolved for the analysis tools."""
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
-__all__ = ["DTYPES", "add_device_dtype_arguments", "resolve_device", "resolve_dtype"]
+__all__ = ["DTYPES", "resolve_device", "resolve_dtype"]
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "bfloat16": torch.bfloat16,
     "float16": torch.float16,
 }
-
-
-def add_device_dtype_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)"
-    )
-    parser.add_argument(
-        "--dtype", default="float32", choices=sorted(DTYPES), help="parameter and input dtype (default: float32)"
-    )
 
 
 def resolve_device(name: str) -> torch.device:

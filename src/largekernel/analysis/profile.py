@@ -18,6 +18,7 @@ from torch.utils import benchmark
 
 from ..layers import create_attention
 from .complexity import count_macs, count_parameters
+from .defaults import DESIGNS, PAPER_KERNEL_SIZES, SCALING_RESOLUTIONS
 
 __all__ = [
     "DESIGNS",
@@ -35,9 +36,6 @@ __all__ = [
     "profile_scaling",
     "stage3_mixers",
 ]
-
-DESIGNS: tuple[str, ...] = ("lka_trivial", "lka", "lska_trivial", "lska")
-PAPER_KERNEL_SIZES: tuple[int, ...] = (7, 11, 23, 35, 41, 53)
 
 
 @dataclass(frozen=True)
@@ -116,7 +114,6 @@ def profile_modules(
 
 
 # -- whole models ---------------------------------------------------------------------------------
-SCALING_RESOLUTIONS: tuple[int, ...] = (224, 512, 1024)
 
 
 @dataclass(frozen=True)

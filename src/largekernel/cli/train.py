@@ -11,22 +11,14 @@ import json
 from dataclasses import asdict, fields
 from pathlib import Path
 
+from ._common import json_object
+
 # options that may differ when resuming: they do not change the numbers
 _RESUME_FREE = {"num_workers", "quiet", "out", "threads"}
 
 
-def _json_dict(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({error}): {text!r}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"depths\": [1, 1, 2]}}', got {text!r}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .config import DEFAULT_MODEL, TrainConfig
+    from ..train.config import DEFAULT_MODEL, TrainConfig
 
     d = TrainConfig()
     # every default is None so we can tell what the user gave (resume checks it against run.json)
@@ -34,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--data", help="embedded set name (mnist, digits) or an image folder: one sub-folder per class, "
         f"optionally train/ and val/ (default: {d.data})")
     add("--model", help=f"registered model name (default: {DEFAULT_MODEL}, sized down for small images)")
-    add("--model-args", type=_json_dict, help="JSON object of create_model overrides, e.g. '{\"depths\": [1,1,2,1]}'")
+    add("--model-args", type=json_object, help="JSON object of create_model overrides, e.g. '{\"depths\": [1,1,2,1]}'")
     add("--kernel-size", type=int, help="large-kernel attention kernel size (odd)")
     add("--attention", help="attention design: lka, lska, lka_trivial, lska_trivial")
     add("--drop-path", type=float, help=f"stochastic depth rate (default {d.drop_path})")
@@ -63,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """A TrainConfig from the parsed options; with ``--resume``, missing ones come from ``<out>/run.json``."""
-    from .config import TrainConfig
+    from ..train.config import TrainConfig
 
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
     if not args.resume:
@@ -90,14 +82,14 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from .trainer import train
+    from ..train.trainer import train
 
     config = config_from_args(args)
     summary = train(config, resume=args.resume)
     if summary.get("top1") is None:
         return 0
     top5 = f", top-5 {summary['top5']:.2f}%" if summary.get("top5") is not None else ""
-    from .trainer import _is_rank_zero
+    from ..train.trainer import _is_rank_zero
 
     if _is_rank_zero():
         print(

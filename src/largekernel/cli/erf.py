@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from ._runtime import add_device_dtype_arguments
+from ._common import add_device_dtype_arguments
 
 __all__ = ["add_arguments", "run"]
 
@@ -67,7 +67,7 @@ def _label(args: argparse.Namespace, attention: str | None, kernel_size: int | N
 def _build(args: argparse.Namespace, attention: str | None, kernel_size: int | None):
     import torch
 
-    from .erf import attention_layer_for_erf
+    from ..analysis.erf import attention_layer_for_erf
 
     torch.manual_seed(args.seed)
     if not args.model:
@@ -87,9 +87,9 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from ._runtime import resolve_device, resolve_dtype
-    from .erf import effective_receptive_field, embedded_images, folder_images
-    from .plots import save_erf_grid
+    from ..analysis._runtime import resolve_device, resolve_dtype
+    from ..analysis.erf import effective_receptive_field, embedded_images, folder_images
+    from ..analysis.plots import save_erf_grid
 
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
     if args.num_images < 1:

@@ -1,8 +1,9 @@
-"""The ``largekernel`` command: one entry point, one module per subcommand.
+"""The ``largekernel`` command: one entry point, one module per subcommand in this package.
 
-Each subcommand lives next to the code it drives and exposes ``add_arguments(parser)`` and
-``run(args) -> int``; it is imported only when used, so ``largekernel profile`` never pays for
-Lightning or Ultralytics.
+Each subcommand module holds all of its argparse and printing and exposes ``add_arguments(parser)``
+(importable without torch, so ``--help`` is fast) and ``run(args) -> int`` (which imports the library
+code it drives). The library packages (``models``, ``train``, ``analysis``, ``integrations``) print
+nothing and parse no arguments.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ import sys
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "profile": ("largekernel.analysis.profile_cli", "params, FLOPs and latency of the attention designs (or whole models)"),
-    "export": ("largekernel.export_cli", "write a model as ONNX (dynamic batch and size) and check it in onnxruntime"),
-    "train": ("largekernel.train.train_cli", "train a large-kernel model on an embedded dataset or an image folder"),
-    "eval": ("largekernel.train.eval_cli", "top-1/top-5, loss and throughput of a trained or published model"),
-    "models": ("largekernel.models.models_cli", "list the backbones (VAN, VAN-LSKA, SMT) with params, GMACs and released weights"),
-    "yolo": ("largekernel.integrations.yolo_cli", "Ultralytics' yolo CLI with LSKA/LKA/SAM blocks and configs registered"),
-    "erf": ("largekernel.analysis.erf_cli", "effective receptive fields of models or attention layers: heatmap PNG and area ratios"),
+    "profile": ("largekernel.cli.profile", "params, FLOPs and latency of the attention designs (or whole models)"),
+    "export": ("largekernel.cli.export", "write a model as ONNX (dynamic batch and size) and check it in onnxruntime"),
+    "train": ("largekernel.cli.train", "train a large-kernel model on an embedded dataset or an image folder"),
+    "eval": ("largekernel.cli.eval", "top-1/top-5, loss and throughput of a trained or published model"),
+    "models": ("largekernel.cli.models", "list the backbones (VAN, VAN-LSKA, SMT) with params, GMACs and released weights"),
+    "yolo": ("largekernel.cli.yolo", "Ultralytics' yolo CLI with LSKA/LKA/SAM blocks and configs registered"),
+    "erf": ("largekernel.cli.erf", "effective receptive fields of models or attention layers: heatmap PNG and area ratios"),
 }
 
 

@@ -23,7 +23,7 @@ def describe_models(
     import torch
 
     from ..analysis.complexity import count_macs, count_parameters
-    from .registry import create_model, list_models
+    from ..models.registry import create_model, list_models
 
     names = list_models(pattern)
     if not names:

@@ -17,8 +17,8 @@ import argparse
 import json
 import sys
 
-from ._runtime import DTYPES
-from .profile import DESIGNS, PAPER_KERNEL_SIZES, SCALING_RESOLUTIONS
+from ._common import DTYPE_NAMES
+from ..analysis.defaults import DESIGNS, PAPER_KERNEL_SIZES, SCALING_RESOLUTIONS
 
 MODULE_RESOLUTION, MODEL_RESOLUTION = 56, 224
 
@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    parser.add_argument("--dtype", default="float32", choices=DTYPE_NAMES)
     parser.add_argument("--min-run-time", type=float, default=0.2, help="seconds of timing per row and figure (default 0.2)")
     parser.add_argument("--macs-only", action="store_true", help="--model/--scaling: parameters and MACs only (no timing, no memory)")
     parser.add_argument("--no-memory", action="store_true", help="--model/--scaling: skip the peak-memory measurement")
@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..layers.decomposition import check_kernel_size
-    from ._runtime import resolve_device, resolve_dtype
+    from ..analysis._runtime import resolve_device, resolve_dtype
 
     sweep_given = args.designs is not None or args.kernel_sizes is not None
     args.designs = args.designs or list(DESIGNS)
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     measure = {"timing": not args.macs_only, "memory": not (args.macs_only or args.no_memory)}
 
     if args.scaling:
-        from .profile import profile_scaling
+        from ..analysis.profile import profile_scaling
 
         rows = profile_scaling(
             args.resolutions, args.scaling_models, dim=args.dim or 256, batch=args.batch, device=device,
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         )
     elif args.model:
         from ..models import create_model
-        from .profile import profile_model, profile_models
+        from ..analysis.profile import profile_model, profile_models
 
         default = create_model(args.model)  # an unknown name raises the registry's error with close matches
         settings = dict(
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         else:  # e.g. SMT: one row for the model as published
             rows = [profile_model(args.model, **settings)]
     else:
-        from .profile import profile_modules
+        from ..analysis.profile import profile_modules
 
         rows = profile_modules(
             args.designs, args.kernel_sizes, progress=progress, dim=args.dim or 64,
@@ -136,7 +136,7 @@ def _write_csv(records: list[dict], path: str) -> None:
 
 
 def _plot(records: list[dict], args: argparse.Namespace) -> None:
-    from .plots import save_metric_lines
+    from ..analysis.plots import save_metric_lines
 
     setting = f"{args.device} {args.dtype}, batch {args.batch}"
     if args.scaling:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .train_cli import _json_dict
+from ._common import json_object
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--checkpoint", help="a largekernel train output: model.safetensors (with model.json beside it) or a .ckpt")
     add("--model", help="registered model name, for published weights (with --checkpoint-path)")
     add("--checkpoint-path", help="published weights for --model")
-    add("--model-args", type=_json_dict, help="JSON dict of create_model overrides for --model")
+    add("--model-args", type=json_object, help="JSON dict of create_model overrides for --model")
     add("--kernel-size", type=int, help="attention kernel size for --model (must match the weights)")
     add("--attention", help="attention design for --model (must match the weights)")
     add("--data", help="embedded set name or image folder (default: the data the model was trained on)")
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate, load_for_eval
+    from ..train.evaluate import evaluate, load_for_eval
 
     import os
 

@@ -50,7 +50,12 @@ _CONFIG_CLASSES = (
     "addict.addict.Dict",
 )
 # HuggingFace file names, in the order transformers itself looks for them
-_HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_HF_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 # -- writing --------------------------------------------------------------------------------------
@@ -71,7 +76,7 @@ def _pid_alive(pid: int) -> bool:
 def remove_stale_temp_files(path: str | os.PathLike[str]) -> list[Path]:
     """Delete the temporary files of ``path`` left by writers that no longer run; return them."""
     path = Path(path)
-    removed = []
+    removed: list[Path] = []
     if not path.parent.is_dir():
         return removed
     for candidate in path.parent.glob(f".{path.name}.*.tmp"):
@@ -182,7 +187,9 @@ def unwrap_state_dict(obj: Any, source: str | os.PathLike[str] = "checkpoint") -
                 f"under {list(WRAPPER_KEYS)}; top-level entries are {kinds}"
             )
     if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{source}: expected a state_dict (mapping of names to tensors), got {type(obj).__name__}")
+        raise CheckpointError(
+            f"{source}: expected a state_dict (mapping of names to tensors), got {type(obj).__name__}"
+        )
     state_dict = dict(obj)
     for prefix in ("module.", "_orig_mod."):  # DataParallel/DDP and torch.compile wrappers
         if state_dict and all(k.startswith(prefix) for k in state_dict):

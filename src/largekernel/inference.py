@@ -26,18 +26,11 @@ from .kernels.cpu_modules import swap_in_nhwc_modules
 from .layers import LKA, LSKA, SAM, LKATrivial, LSKATrivial, SpatialGatingAttention
 from .layers.drop import DropPath
 from .layers.fuse import fold_batchnorm_into_conv, fold_sequential
+from .models.van import FusedBlock as FoldedVANBlock  # the fold lives beside the VAN block
 
 __all__ = ["FoldedVANBlock", "fold_batchnorm_into_conv", "fuse_modules", "optimize_for_inference"]
 
 _OUR_LAYERS = (LKA, LSKA, LKATrivial, LSKATrivial, SAM, SpatialGatingAttention)
-
-
-def __getattr__(name: str):  # the folded VAN block lives beside the VAN block now
-    if name == "FoldedVANBlock":
-        from .models.van import FusedBlock
-
-        return FusedBlock
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def fuse_modules(module: nn.Module) -> int:

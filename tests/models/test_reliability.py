@@ -91,19 +91,29 @@ def test_stale_temp_files_of_a_killed_writer_are_removed(tmp_path):
 
 def test_timm_train_checkpoint_prefers_ema(tmp_path):
     plain, ema = randomize_(_van(), seed=1), randomize_(_van(), seed=2)
-    torch.save({"epoch": 3, "state_dict": plain.state_dict(), "state_dict_ema": ema.state_dict()}, tmp_path / "train.pth.tar")
+    torch.save(
+        {"epoch": 3, "state_dict": plain.state_dict(), "state_dict_ema": ema.state_dict()}, tmp_path / "train.pth.tar"
+    )
     assert _same(lk.create_model("van_b0", checkpoint_path=tmp_path / "train.pth.tar", **TINY), ema)
 
 
 # -- item 9: peer checkpoints and normalisation -------------------------------------------------
 def test_headless_hf_vanmodel_loads_with_num_classes_0_and_features_only(tmp_path):
     source = randomize_(_van())
-    hf = {k.removeprefix("van."): v for k, v in to_hf_layout(source.state_dict()).items() if not k.startswith("classifier.")}
+    hf = {
+        k.removeprefix("van."): v
+        for k, v in to_hf_layout(source.state_dict()).items()
+        if not k.startswith("classifier.")
+    }
     assert "layernorm.weight" in hf  # VanModel's unused final LayerNorm, without the van. prefix
     torch.save(hf, tmp_path / "pytorch_model.bin")
-    headless = lk.create_model("van_b0", depths=TINY["depths"], num_classes=0, checkpoint_path=tmp_path / "pytorch_model.bin")
+    headless = lk.create_model(
+        "van_b0", depths=TINY["depths"], num_classes=0, checkpoint_path=tmp_path / "pytorch_model.bin"
+    )
     assert torch.equal(headless.stages[3].norm.weight, source.stages[3].norm.weight)
-    features = lk.create_model("van_b0", depths=TINY["depths"], features_only=True, checkpoint_path=tmp_path / "pytorch_model.bin")
+    features = lk.create_model(
+        "van_b0", depths=TINY["depths"], features_only=True, checkpoint_path=tmp_path / "pytorch_model.bin"
+    )
     assert torch.equal(features.model.stages[2].blocks[1].mlp.fc1.weight, source.stages[2].blocks[1].mlp.fc1.weight)
 
 
@@ -111,7 +121,10 @@ def test_sharded_hf_checkpoint_and_save_pretrained_folder(tmp_path):
     source = randomize_(_van())
     hf = to_hf_layout(source.state_dict())
     keys = sorted(hf)
-    shards = {"model-00001-of-00002.safetensors": keys[: len(keys) // 2], "model-00002-of-00002.safetensors": keys[len(keys) // 2 :]}
+    shards = {
+        "model-00001-of-00002.safetensors": keys[: len(keys) // 2],
+        "model-00002-of-00002.safetensors": keys[len(keys) // 2 :],
+    }
     folder = tmp_path / "van-hf"
     folder.mkdir()
     for shard, names in shards.items():
@@ -129,7 +142,11 @@ def test_each_variant_carries_its_training_normalisation():
         if name.startswith("van"):  # VAN / VAN-LSKA: timm's ViT _cfg() in both training repos
             assert (cfg["mean"], cfg["std"], cfg["crop_pct"]) == ((0.5,) * 3, (0.5,) * 3, 0.9), name
         else:  # SMT: Swin's transform: ImageNet mean/std, Resize(256) + CenterCrop(224)
-            assert (cfg["mean"], cfg["std"], cfg["crop_pct"]) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 0.875), name
+            assert (cfg["mean"], cfg["std"], cfg["crop_pct"]) == (
+                (0.485, 0.456, 0.406),
+                (0.229, 0.224, 0.225),
+                0.875,
+            ), name
         assert cfg["interpolation"] == "bicubic" and cfg["input_size"] == (3, 224, 224)
     assert lk.constants.INCEPTION_MEAN == (0.5, 0.5, 0.5)
 
@@ -152,7 +169,9 @@ def test_timm_checkpoint_path_and_pretrained_file_convert_layouts(tmp_path):
     for path in ("hf.bin", "mm.pth", "released.pth.tar"):
         by_path = timm.create_model("van_b0", checkpoint_path=str(tmp_path / path), **TINY)
         assert _same(by_path, source), path
-    overlay = timm.create_model("van_b0", pretrained=True, pretrained_cfg_overlay={"file": str(tmp_path / "mm.pth")}, **TINY)
+    overlay = timm.create_model(
+        "van_b0", pretrained=True, pretrained_cfg_overlay={"file": str(tmp_path / "mm.pth")}, **TINY
+    )
     # timm drops a classifier whose class count differs from the cfg's (1000): the rest is loaded
     ours, theirs = overlay.state_dict(), source.state_dict()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours if not k.startswith("head."))

@@ -66,11 +66,19 @@ def _reference_sam(x, sd, p, h, w, heads):
     s = _linear(x, sd, p + "s.").reshape(b, h, w, heads, c // heads).permute(3, 0, 4, 1, 2)
     outs = []
     for i in range(heads):
-        y = F.conv2d(s[i], sd[p + f"local_conv_{i + 1}.weight"], sd[p + f"local_conv_{i + 1}.bias"], padding=1 + i, groups=c // heads)
+        y = F.conv2d(
+            s[i],
+            sd[p + f"local_conv_{i + 1}.weight"],
+            sd[p + f"local_conv_{i + 1}.bias"],
+            padding=1 + i,
+            groups=c // heads,
+        )
         outs.append(y.reshape(b, c // heads, -1, h, w))
     s_out = torch.cat(outs, 2).reshape(b, c, h, w)
     s_out = F.conv2d(s_out, sd[p + "proj0.weight"], sd[p + "proj0.bias"], groups=c // heads)
-    s_out = F.batch_norm(s_out, sd[p + "bn.running_mean"], sd[p + "bn.running_var"], sd[p + "bn.weight"], sd[p + "bn.bias"])
+    s_out = F.batch_norm(
+        s_out, sd[p + "bn.running_mean"], sd[p + "bn.running_var"], sd[p + "bn.weight"], sd[p + "bn.bias"]
+    )
     s_out = F.conv2d(F.gelu(s_out), sd[p + "proj1.weight"], sd[p + "proj1.bias"]).reshape(b, c, n).permute(0, 2, 1)
     return _linear(s_out * v, sd, p + "proj.")
 
@@ -80,12 +88,20 @@ def _reference_msa(x, sd, p, h, w, heads):
     q = _linear(x, sd, p + "q.").reshape(b, n, heads, c // heads).permute(0, 2, 1, 3)
     k, v = _linear(x, sd, p + "kv.").reshape(b, -1, 2, heads, c // heads).permute(2, 0, 3, 1, 4)
     attn = ((q @ k.transpose(-2, -1)) * (c // heads) ** -0.5).softmax(dim=-1)
-    local = F.conv2d(v.transpose(1, 2).reshape(b, n, c).transpose(1, 2).reshape(b, c, h, w), sd[p + "local_conv.weight"], sd[p + "local_conv.bias"], padding=1, groups=c)
+    local = F.conv2d(
+        v.transpose(1, 2).reshape(b, n, c).transpose(1, 2).reshape(b, c, h, w),
+        sd[p + "local_conv.weight"],
+        sd[p + "local_conv.bias"],
+        padding=1,
+        groups=c,
+    )
     x = (attn @ v).transpose(1, 2).reshape(b, n, c) + local.reshape(b, c, n).transpose(1, 2)
     return _linear(x, sd, p + "proj.")
 
 
-def reference_smt_forward(sd, x, depths, head_conv=3, ca_heads=(4, 4, 4, -1), sa_heads=(-1, -1, 8, 16), ca_attentions=(1, 1, 1, 0)):
+def reference_smt_forward(
+    sd, x, depths, head_conv=3, ca_heads=(4, 4, 4, -1), sa_heads=(-1, -1, 8, 16), ca_attentions=(1, 1, 1, 0)
+):
     b = x.shape[0]
     for i, depth in enumerate(depths):
         if i == 0:
@@ -94,7 +110,9 @@ def reference_smt_forward(sd, x, depths, head_conv=3, ca_heads=(4, 4, 4, -1), sa
             x = F.relu(F.batch_norm(x, sd[p + "running_mean"], sd[p + "running_var"], sd[p + "weight"], sd[p + "bias"]))
             x = F.conv2d(x, sd["patch_embed1.conv.3.weight"], sd["patch_embed1.conv.3.bias"], stride=2)
         else:
-            x = F.conv2d(x, sd[f"patch_embed{i + 1}.proj.weight"], sd[f"patch_embed{i + 1}.proj.bias"], stride=2, padding=1)
+            x = F.conv2d(
+                x, sd[f"patch_embed{i + 1}.proj.weight"], sd[f"patch_embed{i + 1}.proj.bias"], stride=2, padding=1
+            )
         h, w = x.shape[-2:]
         x = _ln(x.flatten(2).transpose(1, 2), sd, f"patch_embed{i + 1}.norm.", 1e-5)
         for j in range(depth):
@@ -105,7 +123,13 @@ def reference_smt_forward(sd, x, depths, head_conv=3, ca_heads=(4, 4, 4, -1), sa
             else:
                 x = x + _reference_msa(y, sd, p + "attn.", h, w, sa_heads[i])
             y = _linear(_ln(x, sd, p + "norm2.", 1e-6), sd, p + "mlp.fc1.")
-            local = F.conv2d(_to_map(y, h, w), sd[p + "mlp.dwconv.dwconv.weight"], sd[p + "mlp.dwconv.dwconv.bias"], padding=1, groups=y.shape[-1])
+            local = F.conv2d(
+                _to_map(y, h, w),
+                sd[p + "mlp.dwconv.dwconv.weight"],
+                sd[p + "mlp.dwconv.dwconv.bias"],
+                padding=1,
+                groups=y.shape[-1],
+            )
             y = F.gelu(y + local.flatten(2).transpose(1, 2))
             x = x + _linear(y, sd, p + "mlp.fc2.")
         x = _ln(x, sd, f"norm{i + 1}.", 1e-6)
@@ -151,7 +175,10 @@ def test_smt_stage_layout_is_sam_then_mix_then_msa():
 
 
 # -- the timm surface ---------------------------------------------------------------------------
-@pytest.mark.parametrize(("size", "expected"), [((224, 224), [(56, 56), (28, 28), (14, 14), (7, 7)]), ((97, 131), [(24, 33), (12, 17), (6, 9), (3, 5)])])
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [((224, 224), [(56, 56), (28, 28), (14, 14), (7, 7)]), ((97, 131), [(24, 33), (12, 17), (6, 9), (3, 5)])],
+)
 def test_smt_features_only_shapes(size, expected):
     # stem: 3x3/2 pad 1 (ceil(n/2)) then 2x2/2 (floor); later 3x3/2 pad 1 (ceil)
     model = lk.create_model("smt_t", features_only=True, depths=(1, 1, 2, 1)).eval()

@@ -15,7 +15,15 @@ VAN_VARIANTS = ["van_b0", "van_b1", "van_b2", "van_b3", "van_b4", "van_b5", "van
 LSKA_VARIANTS = {"tiny": "van_lska_tiny", "small": "van_lska_small", "base": "van_lska_base"}
 LSKA_KERNELS = [7, 11, 23, 35, 41, 53]
 # ARCHITECTURES.md section 1: published GFLOPs (MACs) at 224
-PUBLISHED_GMACS = {"van_b0": 0.88, "van_b1": 2.5, "van_b2": 5.0, "van_b3": 9.0, "van_b4": 12.2, "van_b5": 17.2, "van_b6": 38.9}
+PUBLISHED_GMACS = {
+    "van_b0": 0.88,
+    "van_b1": 2.5,
+    "van_b2": 5.0,
+    "van_b3": 9.0,
+    "van_b4": 12.2,
+    "van_b5": 17.2,
+    "van_b6": 38.9,
+}
 # ARCHITECTURES.md section 2: VAN-Tiny, (params M, GMACs) per kernel size and design
 VAN_TINY_TABLE = {
     7: {"lka_trivial": (4.064, 0.848), "lka": (4.016, 0.829), "lska_trivial": (4.010, 0.826), "lska": (4.010, 0.825)},
@@ -81,7 +89,9 @@ def test_van_tiny_kernel_table_reproduced(kernel_size):
 
 # -- an independent forward, written from the reference code's structure -------------------------
 def _bn(x, sd, prefix):
-    return F.batch_norm(x, sd[prefix + "running_mean"], sd[prefix + "running_var"], sd[prefix + "weight"], sd[prefix + "bias"], eps=1e-5)
+    return F.batch_norm(
+        x, sd[prefix + "running_mean"], sd[prefix + "running_var"], sd[prefix + "weight"], sd[prefix + "bias"], eps=1e-5
+    )
 
 
 def _conv(x, sd, prefix, **kwargs):
@@ -119,15 +129,15 @@ def reference_van_forward(sd, x, depths, gating=_reference_lka):
             y = F.gelu(_conv(y, sd, b + "mlp.dwconv.dwconv.", padding=1, groups=y.shape[1]))
             x = x + sd[b + "layer_scale_2"].view(-1, 1, 1) * _conv(y, sd, b + "mlp.fc2.")
         batch, channels, height, width = x.shape
-        tokens = F.layer_norm(x.flatten(2).transpose(1, 2), (channels,), sd[f"norm{i + 1}.weight"], sd[f"norm{i + 1}.bias"], 1e-6)
+        tokens = F.layer_norm(
+            x.flatten(2).transpose(1, 2), (channels,), sd[f"norm{i + 1}.weight"], sd[f"norm{i + 1}.bias"], 1e-6
+        )
         if i != len(depths) - 1:
             x = tokens.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
     return F.linear(tokens.mean(dim=1), sd["head.weight"], sd["head.bias"])
 
 
-@pytest.mark.parametrize(
-    ("name", "gating"), [("van_b0", _reference_lka), ("van_lska_tiny", _reference_lska_23)]
-)
+@pytest.mark.parametrize(("name", "gating"), [("van_b0", _reference_lka), ("van_lska_tiny", _reference_lska_23)])
 def test_van_forward_equals_independent_reference(name, gating):
     model = randomize_(lk.create_model(name, num_classes=10)).eval()
     x = torch.randn(1, 3, 32, 40)

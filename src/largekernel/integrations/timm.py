@@ -55,7 +55,7 @@ def register_timm_models() -> list[str]:
     from ..models._builder import all_pretrained_cfgs
     from ..models.registry import _MODEL_FACTORIES, list_models
 
-    cfgs = {
+    cfgs: dict[str, Any] = {
         name_tag: {k: v for k, v in cfg.items() if k not in _PRETRAINED_CFG_FIELDS_OURS}
         for name_tag, cfg in all_pretrained_cfgs().items()
     }

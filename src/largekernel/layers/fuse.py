@@ -6,12 +6,22 @@ composes these; :func:`largekernel.optimize_for_inference` walks a model calling
 
 from __future__ import annotations
 
+import copy
 import itertools
+from typing import TypeVar
 
 import torch
 from torch import nn
 
-__all__ = ["bn_scale_shift", "fold_affine_before_pointwise", "fold_batchnorm_into_conv", "fold_sequential", "scale_outputs"]
+_Layer = TypeVar("_Layer", nn.Conv2d, nn.Linear)
+
+__all__ = [
+    "bn_scale_shift",
+    "fold_affine_before_pointwise",
+    "fold_batchnorm_into_conv",
+    "fold_sequential",
+    "scale_outputs",
+]
 
 
 def bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,13 +38,9 @@ def bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _new_conv_like(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor) -> nn.Conv2d:
-    folded = nn.Conv2d(
-        conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-        conv.groups, bias=True, padding_mode=conv.padding_mode, device=weight.device, dtype=weight.dtype,
-    )
-    with torch.no_grad():
-        folded.weight.copy_(weight)
-        folded.bias.copy_(bias)
+    folded = copy.deepcopy(conv)  # same geometry (kernel, stride, padding, dilation, groups, padding mode)
+    folded.weight = nn.Parameter(weight.detach().clone())
+    folded.bias = nn.Parameter(bias.detach().clone())
     return folded
 
 
@@ -60,19 +66,15 @@ def fold_affine_before_pointwise(conv: nn.Conv2d, scale: torch.Tensor, shift: to
     return _new_conv_like(conv, weight * scale.view(1, -1, 1, 1), _bias(conv) + matrix @ shift)
 
 
-def scale_outputs(layer: nn.Conv2d | nn.Linear, scale: torch.Tensor, extra_bias: torch.Tensor | None = None) -> nn.Module:
+def scale_outputs(layer: _Layer, scale: torch.Tensor, extra_bias: torch.Tensor | None = None) -> _Layer:
     """``scale * layer(x) + extra_bias`` as one layer of the same kind."""
     shape = (-1,) + (1,) * (layer.weight.dim() - 1)
-    weight = layer.weight.detach() * scale.view(shape)
     bias = _bias(layer) * scale
     if extra_bias is not None:
         bias = bias + extra_bias
-    if isinstance(layer, nn.Conv2d):
-        return _new_conv_like(layer, weight, bias)
-    folded = nn.Linear(layer.in_features, layer.out_features, device=weight.device, dtype=weight.dtype)
-    with torch.no_grad():
-        folded.weight.copy_(weight)
-        folded.bias.copy_(bias)
+    folded = copy.deepcopy(layer)
+    folded.weight = nn.Parameter(layer.weight.detach() * scale.view(shape))
+    folded.bias = nn.Parameter(bias.detach().clone())
     return folded
 
 

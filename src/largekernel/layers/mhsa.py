@@ -58,10 +58,14 @@ class MSA(nn.Module):
         head_dim = channels // self.num_heads
         q = self.q(x).reshape(batch, tokens, self.num_heads, head_dim).transpose(1, 2)
         k, v = self.kv(x).reshape(batch, tokens, 2, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
-        attended = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale)
+        attended = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale
+        )
         attended = attended.transpose(1, 2).reshape(batch, tokens, channels)
         # v back to (B, C, H, W): channel order head-major, as the heads were split
-        v_map = v.transpose(1, 2).reshape(batch, tokens, channels).transpose(1, 2).reshape(batch, channels, height, width)
+        v_map = (
+            v.transpose(1, 2).reshape(batch, tokens, channels).transpose(1, 2).reshape(batch, channels, height, width)
+        )
         x = attended + self.local_conv(v_map).flatten(2).transpose(1, 2)
         return self.proj_drop(self.proj(x))
 

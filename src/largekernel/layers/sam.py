@@ -89,7 +89,7 @@ class SAM(nn.Module):
 
     def forward_tokens(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """SMT's token form: ``(B, H*W, C) -> (B, H*W, C)``."""
-        batch, tokens, channels = x.shape
+        batch, _, channels = x.shape
         v = self.v(x)
         modulator = self.modulator(self.s(x).reshape(batch, height, width, channels))
         x = modulator.flatten(2).transpose(1, 2) * v

@@ -19,7 +19,15 @@ from torch import nn
 
 from ..errors import ConfigurationError
 
-__all__ = ["build_model", "get_pretrained_cfg", "pretrained_cfg", "register_pretrained_cfgs", "resolve_pretrained_cfg", "timm_available", "unwrap_features"]
+__all__ = [
+    "build_model",
+    "get_pretrained_cfg",
+    "pretrained_cfg",
+    "register_pretrained_cfgs",
+    "resolve_pretrained_cfg",
+    "timm_available",
+    "unwrap_features",
+]
 
 _TIMM_IMPORTS: bool | None = None
 # model name -> {tag: cfg}; the first tag is the default, as in timm's registry
@@ -50,7 +58,9 @@ def register_pretrained_cfgs(cfgs: Mapping[str, dict[str, Any]]) -> None:
 
 def all_pretrained_cfgs() -> dict[str, dict[str, Any]]:
     """Every registered ``'name.tag'`` -> cfg (what timm's ``generate_default_cfgs`` takes)."""
-    return {(f"{name}.{tag}" if tag else name): cfg for name, tags in _PRETRAINED_CFGS.items() for tag, cfg in tags.items()}
+    return {
+        (f"{name}.{tag}" if tag else name): cfg for name, tags in _PRETRAINED_CFGS.items() for tag, cfg in tags.items()
+    }
 
 
 def get_pretrained_cfg(name: str) -> dict[str, Any] | None:
@@ -69,15 +79,18 @@ def resolve_pretrained_cfg(
     if isinstance(pretrained_cfg, dict):
         cfg = copy.deepcopy(pretrained_cfg)
     else:
-        cfg = get_pretrained_cfg(f"{variant}.{pretrained_cfg}" if pretrained_cfg else variant)
-        if cfg is None:
+        found = get_pretrained_cfg(f"{variant}.{pretrained_cfg}" if pretrained_cfg else variant)
+        if found is None:
             raise ConfigurationError(f"no pretrained cfg {pretrained_cfg!r} for {variant!r}")
+        cfg = found
     cfg.update(overlay or {})
     cfg.setdefault("architecture", variant)
     return cfg
 
 
-def pretrained_cfg(url: str | None, *, mean: tuple, std: tuple, crop_pct: float, first_conv: str, **kwargs: Any) -> dict[str, Any]:
+def pretrained_cfg(
+    url: str | None, *, mean: tuple, std: tuple, crop_pct: float, first_conv: str, **kwargs: Any
+) -> dict[str, Any]:
     """One variant's pretrained cfg (timm's ``PretrainedCfg`` fields) for 1000-class 224-px weights."""
     return {
         "url": url,
@@ -122,7 +135,12 @@ def build_model(
 
         register_timm_models()  # timm resolves the pretrained cfg from its registry
         return build_model_with_cfg(
-            model_cls, variant, pretrained, feature_cfg=dict(feature_cfg), pretrained_filter_fn=pretrained_filter_fn, **kwargs
+            model_cls,
+            variant,
+            pretrained,
+            feature_cfg=dict(feature_cfg),
+            pretrained_filter_fn=pretrained_filter_fn,
+            **kwargs,
         )
     return _build_without_timm(model_cls, variant, pretrained, dict(feature_cfg), **kwargs)
 
@@ -133,7 +151,9 @@ def _build_without_timm(
     from ._features import FeatureGetterNet
     from .checkpoint import load_pretrained
 
-    cfg = resolve_pretrained_cfg(variant, kwargs.pop("pretrained_cfg", None), kwargs.pop("pretrained_cfg_overlay", None))
+    cfg = resolve_pretrained_cfg(
+        variant, kwargs.pop("pretrained_cfg", None), kwargs.pop("pretrained_cfg_overlay", None)
+    )
     kwargs.pop("cache_dir", None)
     if cfg.get("num_classes") is not None and cfg["num_classes"] >= 0:
         kwargs.setdefault("num_classes", cfg["num_classes"])
@@ -145,15 +165,16 @@ def _build_without_timm(
             feature_cfg["out_indices"] = kwargs.pop("out_indices")
         feature_cls = kwargs.pop("feature_cls", feature_cfg.pop("feature_cls", "getter"))
         if feature_cls not in ("getter", FeatureGetterNet):
-            raise ConfigurationError(f"{variant}: without timm, features_only supports feature_cls='getter' only, got {feature_cls!r}")
+            raise ConfigurationError(
+                f"{variant}: without timm, features_only supports feature_cls='getter' only, got {feature_cls!r}"
+            )
         feature_cfg.pop("flatten_sequential", None)
     model = model_cls(**kwargs)
-    model.pretrained_cfg = cfg
-    model.default_cfg = cfg
+    model.pretrained_cfg = model.default_cfg = cfg  # type: ignore[assignment]  # plain attributes, as in timm
     if pretrained:
         load_pretrained(model, cfg)
     if features:
         model = FeatureGetterNet(model, **feature_cfg)
         features_cfg = {k: v for k, v in cfg.items() if k not in ("num_classes", "classifier", "global_pool")}
-        model.pretrained_cfg = model.default_cfg = features_cfg
+        model.pretrained_cfg = model.default_cfg = features_cfg  # type: ignore[assignment]  # as above
     return model

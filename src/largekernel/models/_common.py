@@ -7,7 +7,7 @@ import contextlib
 import math
 import re
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -53,7 +53,9 @@ def check_stage_lists(model: str, **lists: Any) -> int:
     if "mlp_ratios" in lists:
         for value in lists["mlp_ratios"]:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigurationError(f"{model}: mlp_ratios must be positive numbers, got {list(lists['mlp_ratios'])}")
+                raise ConfigurationError(
+                    f"{model}: mlp_ratios must be positive numbers, got {list(lists['mlp_ratios'])}"
+                )
     return num_stages
 
 
@@ -172,13 +174,19 @@ class PyramidBackbone(nn.Module):
     pruning, parameter groups, checkpoint key mapping) lives here once.
     """
 
-    def _finish(self, embed_dims: Sequence[int], num_classes: int, in_chans: int, global_pool: str, first_conv: str) -> None:
+    if TYPE_CHECKING:  # declared for the type checker only: a class annotation would break torch.jit
+        stages: nn.ModuleList
+
+    def _finish(
+        self, embed_dims: Sequence[int], num_classes: int, in_chans: int, global_pool: str, first_conv: str
+    ) -> None:
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.global_pool = global_pool
         self.num_features = self.head_hidden_size = embed_dims[-1]
         self.feature_info = StageInfo(
-            {"num_chs": dim, "reduction": 4 * 2**i, "module": f"stages.{i}", "index": i, "stage": i} for i, dim in enumerate(embed_dims)
+            {"num_chs": dim, "reduction": 4 * 2**i, "module": f"stages.{i}", "index": i, "stage": i}
+            for i, dim in enumerate(embed_dims)
         )
         self.first_conv = first_conv
         self.grad_checkpointing = False
@@ -213,7 +221,7 @@ class PyramidBackbone(nn.Module):
         """Recompute each block in the backward pass instead of storing its activations."""
         self.grad_checkpointing = enable
         for stage in self.stages:
-            stage.grad_checkpointing = enable  # type: ignore[union-attr]
+            stage.grad_checkpointing = enable  # type: ignore[assignment]  # a plain bool attribute of our stages
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
@@ -225,10 +233,14 @@ class PyramidBackbone(nn.Module):
             raise ConfigurationError(f"{type(self).__name__}: num_classes must be an int >= 0, got {num_classes!r}")
         if global_pool is not None:
             if global_pool not in _POOLS:
-                raise ConfigurationError(f"{type(self).__name__}: global_pool must be one of {list(_POOLS)}, got {global_pool!r}")
+                raise ConfigurationError(
+                    f"{type(self).__name__}: global_pool must be one of {list(_POOLS)}, got {global_pool!r}"
+                )
             self.global_pool = global_pool
         if num_classes > 0 and not self.global_pool:
-            raise ConfigurationError(f"{type(self).__name__}: a classifier needs pooled features; global_pool='' allows num_classes=0 only")
+            raise ConfigurationError(
+                f"{type(self).__name__}: a classifier needs pooled features; global_pool='' allows num_classes=0 only"
+            )
         self.num_classes = num_classes
         reference = next(self.parameters())
         self.head = (
@@ -294,7 +306,7 @@ class PyramidBackbone(nn.Module):
         """Drop the stages after the last of ``indices`` (and the classifier); return the kept indices."""
         num_stages = len(self.stages)
         take, max_index = take_indices(num_stages, indices, type(self).__name__)
-        self.stages = self.stages[: max_index + 1]  # type: ignore[assignment]
+        self.stages = self.stages[: max_index + 1]
         pruned = [f"stages.{i}." for i in range(max_index + 1, num_stages)]
         if max_index < num_stages - 1:
             self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]

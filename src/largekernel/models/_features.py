@@ -45,7 +45,9 @@ def take_indices(num_features: int, indices: int | Sequence[int] | None, owner: 
                 )
             taken.append(index % num_features)
         if not taken or len(set(taken)) != len(taken):
-            raise ConfigurationError(f"{owner}: out_indices/indices must be non-empty and without repeats, got {tuple(indices)}")
+            raise ConfigurationError(
+                f"{owner}: out_indices/indices must be non-empty and without repeats, got {tuple(indices)}"
+            )
     return taken, max(taken)
 
 
@@ -78,9 +80,9 @@ class FeatureInfo:
     def get(self, key: str, idx: int | Sequence[int] | None = None) -> Any:
         if idx is None:
             return [self.info[i][key] for i in self.out_indices]
-        if isinstance(idx, (tuple, list)):
-            return [self.info[i][key] for i in idx]
-        return self.info[idx][key]
+        if isinstance(idx, int):
+            return self.info[idx][key]
+        return [self.info[i][key] for i in idx]
 
     def get_dicts(self, keys: Sequence[str] | None = None, idx: int | Sequence[int] | None = None) -> Any:
         def pick(i: int) -> dict[str, Any]:
@@ -88,9 +90,9 @@ class FeatureInfo:
 
         if idx is None:
             return [pick(i) for i in self.out_indices]
-        if isinstance(idx, (tuple, list)):
-            return [pick(i) for i in idx]
-        return pick(idx)
+        if isinstance(idx, int):
+            return pick(idx)
+        return [pick(i) for i in idx]
 
     def channels(self, idx: int | Sequence[int] | None = None) -> Any:
         return self.get("num_chs", idx)
@@ -123,7 +125,7 @@ class FeatureGetterNet(nn.ModuleDict):
     ) -> None:
         super().__init__()
         if prune and hasattr(model, "prune_intermediate_layers"):
-            out_indices = model.prune_intermediate_layers(out_indices, prune_norm=not norm)
+            out_indices = model.prune_intermediate_layers(out_indices, prune_norm=not norm)  # type: ignore[operator]  # untyped nn.Module attribute
         self.feature_info = FeatureInfo(deepcopy(list(model.feature_info)), out_indices)  # type: ignore[arg-type]
         self.model = model
         self.out_indices = out_indices
@@ -133,7 +135,7 @@ class FeatureGetterNet(nn.ModuleDict):
         self.norm = norm
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.model.forward_intermediates(  # type: ignore[operator]
+        return self.model.forward_intermediates(  # type: ignore[operator]  # untyped nn.Module attribute
             x, indices=self.out_indices, norm=self.norm, output_fmt=self.output_fmt, intermediates_only=True
         )
 
@@ -143,8 +145,8 @@ def feature_classes() -> tuple[type, type]:
     from ._builder import timm_available
 
     if timm_available():
-        from timm.models import FeatureGetterNet as TimmFeatureGetterNet
-        from timm.models import FeatureInfo as TimmFeatureInfo
+        from timm.models._features import FeatureGetterNet as TimmFeatureGetterNet
+        from timm.models._features import FeatureInfo as TimmFeatureInfo
 
         return TimmFeatureInfo, TimmFeatureGetterNet
     return FeatureInfo, FeatureGetterNet

@@ -52,7 +52,9 @@ def _describe(names: list[str]) -> str:
     return shown + (f", ... ({len(names) - _MAX_LISTED} more)" if len(names) > _MAX_LISTED else "")
 
 
-def _drop_mismatched_classifier(model: nn.Module, state_dict: dict[str, torch.Tensor], expected: dict[str, Any]) -> set[str]:
+def _drop_mismatched_classifier(
+    model: nn.Module, state_dict: dict[str, torch.Tensor], expected: dict[str, Any]
+) -> set[str]:
     """Drop a classifier that cannot fit; return the model's head keys that may then stay missing."""
     head_keys = [k for k in state_dict if k.startswith("head.")]
     if not head_keys:
@@ -61,8 +63,12 @@ def _drop_mismatched_classifier(model: nn.Module, state_dict: dict[str, torch.Te
     weight = state_dict.get("head.weight")
     if not model_head:
         reason = "the model has no classifier (num_classes=0)"
-    elif weight is not None and "head.weight" in expected and tuple(weight.shape) != tuple(expected["head.weight"].shape):
-        reason = f"the checkpoint's classifier has {weight.shape[0]} classes, the model {expected['head.weight'].shape[0]}"
+    elif (
+        weight is not None and "head.weight" in expected and tuple(weight.shape) != tuple(expected["head.weight"].shape)
+    ):
+        reason = (
+            f"the checkpoint's classifier has {weight.shape[0]} classes, the model {expected['head.weight'].shape[0]}"
+        )
     else:
         return set()
     for key in head_keys:
@@ -73,7 +79,9 @@ def _drop_mismatched_classifier(model: nn.Module, state_dict: dict[str, torch.Te
     return model_head
 
 
-def load_state_dict_into(model: nn.Module, state_dict: dict[str, torch.Tensor], strict: bool = True, source: str = "checkpoint") -> Any:
+def load_state_dict_into(
+    model: nn.Module, state_dict: dict[str, torch.Tensor], strict: bool = True, source: str = "checkpoint"
+) -> Any:
     """Convert ``state_dict`` to the model's layout and load it (see :func:`load_checkpoint`)."""
     converter = getattr(model, "checkpoint_filter", None)
     if converter is not None:

@@ -82,7 +82,9 @@ def create_model(
     if name not in _MODEL_FACTORIES:
         close = difflib.get_close_matches(name, list(_MODEL_FACTORIES), n=5, cutoff=0.5)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise ConfigurationError(f"unknown model {name!r}{hint} (list_models() gives all {len(_MODEL_FACTORIES)} names)")
+        raise ConfigurationError(
+            f"unknown model {name!r}{hint} (list_models() gives all {len(_MODEL_FACTORIES)} names)"
+        )
     if pretrained and checkpoint_path is not None:
         raise ConfigurationError("create_model: give either pretrained=True or checkpoint_path, not both")
     model = _MODEL_FACTORIES[name](pretrained=False, **kwargs)
@@ -92,7 +94,7 @@ def create_model(
 
     backbone = unwrap_features(model)
     if pretrained:
-        load_pretrained(backbone, backbone.pretrained_cfg)
+        load_pretrained(backbone, getattr(backbone, "pretrained_cfg", None))
     elif checkpoint_path is not None:
         load_checkpoint(backbone, checkpoint_path)
     return model

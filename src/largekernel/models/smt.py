@@ -95,8 +95,8 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
         if use_layerscale:
-            self.gamma_1 = nn.Parameter(torch.full((dim,), layerscale_value))
-            self.gamma_2 = nn.Parameter(torch.full((dim,), layerscale_value))
+            self.gamma_1: nn.Parameter | None = nn.Parameter(torch.full((dim,), layerscale_value))
+            self.gamma_2: nn.Parameter | None = nn.Parameter(torch.full((dim,), layerscale_value))
         else:
             self.gamma_1 = self.gamma_2 = None
 
@@ -238,7 +238,9 @@ class SMT(PyramidBackbone):
             raise ConfigurationError(f"SMT: num_stages={num_stages} but the per-stage lists have {found} entries")
         check_common_args("SMT", num_classes, in_chans, drop_path_rate, global_pool)
         if isinstance(head_conv, bool) or not isinstance(head_conv, int) or head_conv < 1 or head_conv % 2 == 0:
-            raise ConfigurationError(f"SMT: head_conv must be an odd kernel size (3 or 7 in the papers), got {head_conv!r}")
+            raise ConfigurationError(
+                f"SMT: head_conv must be an odd kernel size (3 or 7 in the papers), got {head_conv!r}"
+            )
         self._check_heads(embed_dims, depths, ca_num_heads, sa_num_heads, ca_attentions)
         self.embed_dims = list(embed_dims)
         self.depths = list(depths)
@@ -248,7 +250,9 @@ class SMT(PyramidBackbone):
         with torch.device(device) if device is not None else contextlib.nullcontext():
             for i in range(found):
                 dim = self.embed_dims[i]
-                downsample: nn.Module = Stem(head_conv, dim, in_chans) if i == 0 else OverlapPatchEmbed(self.embed_dims[i - 1], dim)
+                downsample: nn.Module = (
+                    Stem(head_conv, dim, in_chans) if i == 0 else OverlapPatchEmbed(self.embed_dims[i - 1], dim)
+                )
                 blocks = [
                     Block(
                         dim,
@@ -279,7 +283,9 @@ class SMT(PyramidBackbone):
         for stage, (dim, depth) in enumerate(zip(embed_dims, depths)):
             kinds = {_uses_sam(stage, j, ca_attentions) for j in range(depth)}
             for uses_sam in kinds:
-                name, heads = ("ca_num_heads", ca_num_heads[stage]) if uses_sam else ("sa_num_heads", sa_num_heads[stage])
+                name, heads = (
+                    ("ca_num_heads", ca_num_heads[stage]) if uses_sam else ("sa_num_heads", sa_num_heads[stage])
+                )
                 kind = "scale-aware modulation (SAM)" if uses_sam else "self-attention (MSA)"
                 if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1 or dim % heads:
                     divisors = [h for h in range(1, min(dim, 32) + 1) if dim % h == 0]
@@ -289,7 +295,9 @@ class SMT(PyramidBackbone):
                     )
 
     @staticmethod
-    def checkpoint_filter(state_dict: dict[str, torch.Tensor], model: nn.Module | None = None) -> dict[str, torch.Tensor]:
+    def checkpoint_filter(
+        state_dict: dict[str, torch.Tensor], model: nn.Module | None = None
+    ) -> dict[str, torch.Tensor]:
         return checkpoint_filter_fn(state_dict, model)
 
 
@@ -306,14 +314,44 @@ def checkpoint_filter_fn(state_dict: dict[str, Any], model: nn.Module | None = N
 
 
 # -- default configurations ----------------------------------------------------------------------
-_COMMON = {"ca_num_heads": (4, 4, 4, -1), "sa_num_heads": (-1, -1, 8, 16), "qkv_bias": True, "ca_attentions": (1, 1, 1, 0), "expand_ratio": 2}
+_COMMON = {
+    "ca_num_heads": (4, 4, 4, -1),
+    "sa_num_heads": (-1, -1, 8, 16),
+    "qkv_bias": True,
+    "ca_attentions": (1, 1, 1, 0),
+    "expand_ratio": 2,
+}
 _RELEASES = "https://github.com/AFeng-x/SMT/releases/download/v1.0.0/"
 
 SMT_CONFIGS: dict[str, dict[str, Any]] = {
-    "smt_t": {**_COMMON, "embed_dims": (64, 128, 256, 512), "mlp_ratios": (4, 4, 4, 2), "depths": (2, 2, 8, 1), "head_conv": 3},
-    "smt_s": {**_COMMON, "embed_dims": (64, 128, 256, 512), "mlp_ratios": (4, 4, 4, 2), "depths": (3, 4, 18, 2), "head_conv": 3},
-    "smt_b": {**_COMMON, "embed_dims": (64, 128, 256, 512), "mlp_ratios": (8, 6, 4, 2), "depths": (4, 6, 28, 2), "head_conv": 7},
-    "smt_l": {**_COMMON, "embed_dims": (96, 192, 384, 768), "mlp_ratios": (8, 6, 4, 2), "depths": (4, 6, 28, 4), "head_conv": 7},
+    "smt_t": {
+        **_COMMON,
+        "embed_dims": (64, 128, 256, 512),
+        "mlp_ratios": (4, 4, 4, 2),
+        "depths": (2, 2, 8, 1),
+        "head_conv": 3,
+    },
+    "smt_s": {
+        **_COMMON,
+        "embed_dims": (64, 128, 256, 512),
+        "mlp_ratios": (4, 4, 4, 2),
+        "depths": (3, 4, 18, 2),
+        "head_conv": 3,
+    },
+    "smt_b": {
+        **_COMMON,
+        "embed_dims": (64, 128, 256, 512),
+        "mlp_ratios": (8, 6, 4, 2),
+        "depths": (4, 6, 28, 2),
+        "head_conv": 7,
+    },
+    "smt_l": {
+        **_COMMON,
+        "embed_dims": (96, 192, 384, 768),
+        "mlp_ratios": (8, 6, 4, 2),
+        "depths": (4, 6, 28, 4),
+        "head_conv": 7,
+    },
 }
 
 
@@ -336,7 +374,9 @@ default_cfgs: dict[str, dict[str, Any]] = {
     "smt_t.in1k": _cfg(_RELEASES + "smt_tiny.pth"),
     "smt_s.in1k": _cfg(_RELEASES + "smt_small.pth"),
     "smt_b.in1k": _cfg(_RELEASES + "smt_base.pth"),
-    "smt_l.in22k_ft_in1k": _cfg(_RELEASES + "smt_large_22k_224_ft.pth"),  # ImageNet-22K pretrained, 1K fine-tuned at 224
+    "smt_l.in22k_ft_in1k": _cfg(
+        _RELEASES + "smt_large_22k_224_ft.pth"
+    ),  # ImageNet-22K pretrained, 1K fine-tuned at 224
 }
 register_pretrained_cfgs(default_cfgs)
 

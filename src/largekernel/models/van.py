@@ -19,17 +19,32 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..checkpoint_io import unwrap_state_dict
 from ..constants import INCEPTION_MEAN, INCEPTION_STD, VAN_CROP_PCT
 from ..errors import ConfigurationError
 from ..layers import DropPath, SpatialGatingAttention
 from ..layers.attention import ATTENTIONS
 from ..layers.fuse import bn_scale_shift, fold_affine_before_pointwise, fold_batchnorm_into_conv, scale_outputs
-from ..checkpoint_io import unwrap_state_dict
 from ._builder import build_model, pretrained_cfg, register_pretrained_cfgs
-from ._common import PyramidBackbone, check_common_args, check_stage_lists, checkpoint_block, from_released_layout, to_released_layout
+from ._common import (
+    PyramidBackbone,
+    check_common_args,
+    check_stage_lists,
+    checkpoint_block,
+    from_released_layout,
+    to_released_layout,
+)
 from .registry import register_model
 
-__all__ = ["VAN", "VAN_CONFIGS", "checkpoint_filter", "checkpoint_filter_fn", "default_cfgs", "to_hf_layout", "to_mmpretrain_layout"]
+__all__ = [
+    "VAN",
+    "VAN_CONFIGS",
+    "checkpoint_filter",
+    "checkpoint_filter_fn",
+    "default_cfgs",
+    "to_hf_layout",
+    "to_mmpretrain_layout",
+]
 
 
 class DWConv(nn.Module):
@@ -125,7 +140,7 @@ class FusedBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         attended = self.proj_2(self.spatial_gating_unit(self.activation(self.proj_1(x))))
-        x = torch.addcmul(attended, x, self.residual_scale)
+        x = torch.addcmul(attended, x, self.residual_scale)  # type: ignore[arg-type]  # a registered buffer
         return x + self.fc2(self.act(self.dwconv(self.fc1(x))))
 
 
@@ -152,7 +167,14 @@ class VANStage(nn.Module):
     """Patch embedding, blocks, then a LayerNorm over channels: NCHW in, normalised NCHW out."""
 
     def __init__(
-        self, in_chans: int, dim: int, depth: int, first: bool, drop_paths: Sequence[float], norm_eps: float = 1e-6, **block_args: Any
+        self,
+        in_chans: int,
+        dim: int,
+        depth: int,
+        first: bool,
+        drop_paths: Sequence[float],
+        norm_eps: float = 1e-6,
+        **block_args: Any,
     ) -> None:
         super().__init__()
         self.downsample = OverlapPatchEmbed(7 if first else 3, 4 if first else 2, in_chans, dim)
@@ -247,7 +269,9 @@ class VAN(PyramidBackbone):
             self.to(dtype)
 
     @staticmethod
-    def checkpoint_filter(state_dict: dict[str, torch.Tensor], model: nn.Module | None = None) -> dict[str, torch.Tensor]:
+    def checkpoint_filter(
+        state_dict: dict[str, torch.Tensor], model: nn.Module | None = None
+    ) -> dict[str, torch.Tensor]:
         return checkpoint_filter_fn(state_dict, model)
 
 
@@ -279,7 +303,9 @@ _MM_BLOCK = {
     "mlp.dwconv.dwconv.weight": "mlp.dwconv.weight",
     "mlp.dwconv.dwconv.bias": "mlp.dwconv.bias",
 }
-_HF_UNUSED = ("layernorm.",)  # HF builds this final LayerNorm but its forward never uses it (VanModel: no "van." prefix)
+_HF_UNUSED = (
+    "layernorm.",
+)  # HF builds this final LayerNorm but its forward never uses it (VanModel: no "van." prefix)
 
 
 def _rename_prefix(rest: str, table: dict[str, str]) -> str:
@@ -440,12 +466,24 @@ VAN_CONFIGS: dict[str, dict[str, Any]] = {
 def _cfg(url: str | None = None, **kwargs: Any) -> dict[str, Any]:
     # the VAN and VAN-LSKA training code set timm's ViT _cfg(): mean = std = 0.5, crop 0.9, bicubic
     return pretrained_cfg(
-        url, mean=INCEPTION_MEAN, std=INCEPTION_STD, crop_pct=VAN_CROP_PCT, first_conv="stages.0.downsample.proj", license="apache-2.0", **kwargs
+        url,
+        mean=INCEPTION_MEAN,
+        std=INCEPTION_STD,
+        crop_pct=VAN_CROP_PCT,
+        first_conv="stages.0.downsample.proj",
+        license="apache-2.0",
+        **kwargs,
     )
 
 
-_VAN_PAPER = {"paper_ids": "arXiv:2202.09741", "origin_url": "https://github.com/Visual-Attention-Network/VAN-Classification"}
-_LSKA_PAPER = {"paper_ids": "arXiv:2309.01439", "origin_url": "https://github.com/StevenLauHKHK/Large-Separable-Kernel-Attention"}
+_VAN_PAPER = {
+    "paper_ids": "arXiv:2202.09741",
+    "origin_url": "https://github.com/Visual-Attention-Network/VAN-Classification",
+}
+_LSKA_PAPER = {
+    "paper_ids": "arXiv:2309.01439",
+    "origin_url": "https://github.com/StevenLauHKHK/Large-Separable-Kernel-Attention",
+}
 default_cfgs: dict[str, dict[str, Any]] = {
     "van_b0.in1k": _cfg(_HF_ORIGINAL.format("VAN-Tiny", "van_tiny_754.pth.tar"), **_VAN_PAPER),
     "van_b1.in1k": _cfg(_HF_ORIGINAL.format("VAN-Small", "van_small_811.pth.tar"), **_VAN_PAPER),

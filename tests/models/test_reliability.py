@@ -89,6 +89,18 @@ def test_stale_temp_files_of_a_killed_writer_are_removed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "van.safetensors"]
 
 
+def test_pretrained_from_a_local_file_through_the_cfg_overlay(tmp_path):
+    source = randomize_(_van(num_classes=1000))
+    torch.save({"state_dict": source.released_state_dict()}, tmp_path / "van_tiny_754.pth.tar")
+    model = lk.create_model(
+        "van_b0",
+        pretrained=True,
+        pretrained_cfg_overlay={"file": str(tmp_path / "van_tiny_754.pth.tar")},
+        depths=TINY["depths"],
+    )
+    assert _same(model, source) and model.pretrained_cfg["file"].endswith("van_tiny_754.pth.tar")
+
+
 def test_timm_train_checkpoint_prefers_ema(tmp_path):
     plain, ema = randomize_(_van(), seed=1), randomize_(_van(), seed=2)
     torch.save(

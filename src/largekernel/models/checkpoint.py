@@ -5,8 +5,7 @@ File reading and writing is :mod:`largekernel.checkpoint_io` (weights-only, atom
 * Foreign key layouts are mapped by the model's ``checkpoint_filter`` (released
   ``patch_embed1``/``block1`` keys, HuggingFace, mmpretrain, detector ``backbone.*``).
 * A classifier for a different number of classes is dropped with a warning; any other mismatch
-  raises a :class:`~largekernel.errors.CheckpointError` listing the missing and unexpected keys
-  and the shape differences.
+  raises a ``ValueError`` listing the missing and unexpected keys and the shape differences.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ import torch
 from torch import nn
 
 from ..checkpoint_io import read_tensors, write_safetensors
-from ..errors import CheckpointError, ConfigurationError
+from ..errors import ConfigurationError
 
 __all__ = [
     "WeightsUnavailableError",
@@ -110,7 +109,8 @@ def load_state_dict_into(
         message = f"{source} does not fit {type(model).__name__}:\n  " + "\n  ".join(problems)
         if strict or shapes:
             hint = "\n(is it a different variant or kernel size? overrides such as kernel_size=... must match the checkpoint)"
-            raise CheckpointError(message + hint)
+            # ValueError as before: train/ wraps it with the model description it came with (see the report)
+            raise ValueError(message + hint)
     # checked above; the freshly initialised classifier (if dropped) is the only gap allowed in strict mode
     return model.load_state_dict(state_dict, strict=strict and not excused)
 
@@ -130,7 +130,8 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike[str], strict: bool
 
     Raises:
         FileNotFoundError: no such file.
-        CheckpointError: unsafe pickle, no state_dict inside, non-float tensors, keys/shapes that do not fit.
+        CheckpointError: unsafe pickle, no state_dict inside, unreadable file, non-float tensors.
+        ValueError: keys or shapes that do not fit the model.
     """
     state_dict = read_state_dict(path)
     return load_state_dict_into(model, state_dict, strict=strict, source=f"checkpoint {os.fspath(path)}")

@@ -5,6 +5,7 @@ from .decomposition import Decomposition, lka_decomposition, lska_decomposition
 from .drop import DropPath, drop_path
 from .lka import LKA, LKATrivial
 from .lska import LSKA, LSKATrivial
+from .mhsa import MSA
 from .sam import SAM
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "DropPath",
     "LKATrivial",
     "LSKATrivial",
+    "MSA",
     "SpatialGatingAttention",
     "create_attention",
     "drop_path",

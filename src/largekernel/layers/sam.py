@@ -69,7 +69,7 @@ class SAM(nn.Module):
             conv = nn.Conv2d(self.head_dim, self.head_dim, kernel, padding=kernel // 2, groups=self.head_dim)
             setattr(self, f"local_conv_{i + 1}", conv)
         self.proj0 = nn.Conv2d(dim, dim * expand_ratio, 1, groups=self.head_dim)
-        self.bn = nn.BatchNorm2d(dim * expand_ratio)
+        self.bn: nn.Module = nn.BatchNorm2d(dim * expand_ratio)
         self.act = nn.GELU()
         self.proj1 = nn.Conv2d(dim * expand_ratio, dim, 1)
         self.proj = nn.Linear(dim, dim)
@@ -117,7 +117,7 @@ class SAM(nn.Module):
 
     def forward_tokens(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """SMT's token form: ``(B, H*W, C) -> (B, H*W, C)``."""
-        batch, tokens, channels = x.shape
+        batch, _, channels = x.shape
         v = self.v(x)
         modulator = self.modulator(self.s(x).reshape(batch, height, width, channels))
         x = modulator.flatten(2).transpose(1, 2) * v
@@ -129,6 +129,15 @@ class SAM(nn.Module):
         tokens = x.flatten(2).transpose(1, 2)
         out = self.forward_tokens(tokens, height, width)
         return out.transpose(1, 2).reshape(batch, channels, height, width)
+
+    def fuse(self) -> SAM:
+        """Fold the aggregation's BatchNorm into ``proj0``, in place (inference only)."""
+        if isinstance(self.bn, nn.BatchNorm2d):
+            from .fuse import fold_batchnorm_into_conv
+
+            self.proj0 = fold_batchnorm_into_conv(self.proj0, self.bn)
+            self.bn = nn.Identity()
+        return self
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_heads={self.num_heads}, kernel_sizes={self.kernel_sizes}, expand_ratio={self.expand_ratio}"

@@ -30,6 +30,7 @@ from .errors import CheckpointError
 
 __all__ = [
     "atomic_write",
+    "atomic_write_bytes",
     "read_tensors",
     "remove_stale_temp_files",
     "torch_load_safely",
@@ -109,6 +110,12 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
             temporary.unlink()
 
 
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
+    with atomic_write(path) as temporary:
+        temporary.write_bytes(data)
+
+
 def write_safetensors(
     tensors: Mapping[str, torch.Tensor], path: str | os.PathLike[str], metadata: Mapping[str, str] | None = None
 ) -> Path:
@@ -133,8 +140,11 @@ def _safe_globals() -> list[Any]:
     return [argparse.Namespace, *((OrderedDict, name) for name in _CONFIG_CLASSES)]
 
 
-def torch_load_safely(path: str | os.PathLike[str]) -> Any:
-    """``torch.load(path, weights_only=True)`` on CPU, with the inert metadata classes allowed.
+def torch_load_safely(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` (on CPU by default), with the inert metadata classes allowed.
+
+    ``weights_only=True`` is passed explicitly, which ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` does not
+    override, so no torch default or environment setting makes it run pickled code.
 
     Raises:
         CheckpointError: the file carries other pickled objects (named), or is not a torch file.
@@ -142,7 +152,7 @@ def torch_load_safely(path: str | os.PathLike[str]) -> Any:
     path = Path(path)
     try:
         with torch.serialization.safe_globals(_safe_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         try:
             found = torch.serialization.get_unsafe_globals_in_checkpoint(path)
@@ -152,11 +162,12 @@ def torch_load_safely(path: str | os.PathLike[str]) -> Any:
         what = f"it references {', '.join(names)}" if names else str(error).strip().splitlines()[0]
         raise CheckpointError(
             f"refusing to load {path}: it holds pickled Python objects other than tensors and plain "
-            f"containers, and unpickling them could run arbitrary code ({what}). If you trust the file, "
-            f"extract its weights once with torch.load(path, weights_only=False) and save them with "
-            f"largekernel.save_checkpoint (safetensors)."
+            f"containers ({what}); unpickling them could run code, arbitrary code of whoever made the file. "
+            f"If you trust the file, extract its weights once with torch.load(path, weights_only=False) and "
+            f"save them with largekernel.save_checkpoint (safetensors)."
         ) from error
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ImportError, KeyError, IndexError) as error:
+        # a truncated or random file fails somewhere inside the unpickler, with any of these
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({first})") from error
 

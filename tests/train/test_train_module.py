@@ -20,7 +20,8 @@ from train_helpers import REPO, TINY_MODEL_ARGS
 import largekernel
 from largekernel.errors import CheckpointError, ConfigurationError
 from largekernel.train.config import RECIPES, TrainConfig, resolve_config
-from largekernel.train.files import atomic_write_bytes, read_lightning_checkpoint
+from largekernel.checkpoint_io import atomic_write_bytes
+from largekernel.train.files import read_lightning_checkpoint
 from largekernel.train.module import ImageClassifier
 
 

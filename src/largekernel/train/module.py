@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import TrainConfig
-from .files import atomic_write_bytes
+from ..checkpoint_io import atomic_write_bytes
 
 __all__ = ["METRIC_COLUMNS", "EpochMetricsWriter", "ImageClassifier"]
 

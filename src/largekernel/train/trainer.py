@@ -208,7 +208,7 @@ def plot_curves(history: list[dict[str, float]], path: str | os.PathLike, title:
 
     import matplotlib.pyplot as plt
 
-    from .files import atomic_write_bytes
+    from ..checkpoint_io import atomic_write_bytes
 
     epochs = [row["epoch"] for row in history]
     figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))

@@ -99,7 +99,6 @@ def test_state_dict_uses_mmseg_names() -> None:
         "decode_head.conv_seg.bias",
         "auxiliary_head.convs.0.conv.weight",
         "auxiliary_head.conv_seg.bias",
-        "backbone.block1.0.attn.proj_1.weight",
     ):
         assert key in keys, key
     assert "decode_head.bottleneck.conv.bias" not in keys  # a conv before BN has no bias (mmcv ConvModule)

@@ -44,13 +44,15 @@ def test_other_families_through_features_only() -> None:
     with torch.no_grad():
         assert model(torch.randn(1, 3, 64, 64)).shape == (1, 3, 64, 64)
     lska = create_segmenter("van_lska_tiny", "upernet", 3, backbone_args={"depths": [1, 1, 1, 1]}, **TINY_UPERNET)
-    assert lska.backbone.attention == "lska"
+    lska_backbone = lk.create_model("van_lska_tiny", features_only=True, out_indices=(0, 1, 2, 3), depths=[1, 1, 1, 1])
+    assert lska.backbone.state_dict().keys() == lska_backbone.state_dict().keys()
 
 
 def test_registry_names() -> None:
     model = lk.create_model("van_b0_upernet", num_classes=150, depths=[1, 1, 1, 1], channels=16, aux_channels=8)
     assert isinstance(model, Segmenter) and model.decode_head.conv_seg.out_channels == 150
-    assert model.backbone.depths == [1, 1, 1, 1]
+    same_backbone = lk.create_model("van_b0", features_only=True, out_indices=(0, 1, 2, 3), depths=[1, 1, 1, 1])
+    assert model.backbone.state_dict().keys() == same_backbone.state_dict().keys()
     assert "van_b2_upernet" in list_segmenters() and "van_lska_small_fpn" in list_segmenters("van_lska_*")
     assert not any(name.endswith(("_fpn", "_upernet")) for name in lk.list_models())  # classifiers only
     with pytest.raises(ValueError, match="unknown model"):
@@ -68,8 +70,10 @@ def test_bad_arguments_are_named() -> None:
 
 def test_released_backbone_checkpoint_loads_into_the_backbone(tmp_path) -> None:
     # the VAN-Classification release: reference key names, a 1000-class head, wrapped in 'state_dict'
+    from largekernel.models.van import to_released_layout
+
     classifier = lk.create_model("van_b0", **TINY_VAN)
-    released = {"state_dict": {k: v.clone() for k, v in classifier.state_dict().items()}}
+    released = {"state_dict": to_released_layout(classifier.state_dict())}
     assert (
         "head.weight" in released["state_dict"]
         and "block1.0.attn.spatial_gating_unit.conv0.weight" in released["state_dict"]
@@ -77,8 +81,9 @@ def test_released_backbone_checkpoint_loads_into_the_backbone(tmp_path) -> None:
     path = tmp_path / "van_b0.pth"
     torch.save(released, path)
     model = create_segmenter("van_b0", "upernet", 5, backbone_checkpoint=path, backbone_args=TINY_VAN, **TINY_UPERNET)
+    ours = classifier.state_dict()
     for key, value in model.backbone.state_dict().items():
-        torch.testing.assert_close(value, classifier.state_dict()[key], msg=key)
+        torch.testing.assert_close(value, ours[key.removeprefix("model.")], msg=key)
 
 
 # mmpretrain's VAN names for ours (mmseg 1.x builds its VAN backbone from mmpretrain)
@@ -91,8 +96,20 @@ _MMPRETRAIN_NAMES = [
 ]
 
 
+def _van_segmentation_layout(model: Segmenter) -> dict[str, torch.Tensor]:
+    """VAN-Segmentation's checkpoint keys: the reference VAN names (``block1.0``...) under ``backbone.``."""
+    from largekernel.models.van import to_released_layout
+
+    state = model.state_dict()
+    backbone = {
+        k.removeprefix("backbone.").removeprefix("model."): v for k, v in state.items() if k.startswith("backbone.")
+    }
+    released = {f"backbone.{k}": v for k, v in to_released_layout(backbone).items()}
+    return {**released, **{k: v for k, v in state.items() if not k.startswith("backbone.")}}
+
+
 def _to_mmseg(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Our segmenter keys in mmseg 1.x's layout (written here, independently of the package's converter)."""
+    """VAN-Segmentation keys in mmseg 1.x's layout (written here, independently of the package's converter)."""
     out = {}
     for key, value in state_dict.items():
         if key.startswith("backbone."):
@@ -106,7 +123,7 @@ def _to_mmseg(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def test_mmseg_checkpoint_converts_and_loads(tmp_path) -> None:
     source = tiny("upernet").eval()
-    mmseg_state = _to_mmseg(source.state_dict())
+    mmseg_state = _to_mmseg(_van_segmentation_layout(source))
     # the mapping really renames: these are mmseg's names, not ours
     assert (
         "backbone.patch_embed1.projection.weight" in mmseg_state
@@ -117,7 +134,8 @@ def test_mmseg_checkpoint_converts_and_loads(tmp_path) -> None:
     torch.save({"meta": {"CLASSES": ["a"] * 5}, "state_dict": mmseg_state}, path)  # mmseg's checkpoint wrapper
     converted = source.checkpoint_filter(mmseg_state)
     assert set(converted) == set(source.state_dict())
-    assert converted["backbone.patch_embed1.proj.weight"] is mmseg_state["backbone.patch_embed1.projection.weight"]
+    first_conv = next(k for k in source.state_dict() if k.startswith("backbone.") and k.endswith("proj.weight"))
+    torch.testing.assert_close(converted[first_conv], mmseg_state["backbone.patch_embed1.projection.weight"])
     loaded = create_segmenter(
         "van_b0", "upernet", 5, checkpoint_path=path, backbone_args=TINY_VAN, **TINY_UPERNET
     ).eval()
@@ -130,7 +148,8 @@ def test_reference_layout_segmenter_and_dropped_aux_head(tmp_path) -> None:
     # VAN-Segmentation's own checkpoints keep the reference backbone names under 'backbone.'
     source = tiny("upernet").eval()
     path = tmp_path / "van_segmentation.pth"
-    torch.save({"state_dict": source.state_dict()}, path)
+    assert "backbone.block1.0.attn.proj_1.weight" in _van_segmentation_layout(source)
+    torch.save({"state_dict": _van_segmentation_layout(source)}, path)
     with pytest.warns(UserWarning, match="auxiliary_head weights dropped"):
         no_aux = create_segmenter(
             "van_b0", "upernet", 5, checkpoint_path=path, backbone_args=TINY_VAN, aux_head=False, **TINY_UPERNET

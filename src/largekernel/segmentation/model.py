@@ -133,7 +133,9 @@ class Segmenter(nn.Module):
             total -= sum(p.numel() for p in self.auxiliary_head.parameters())
         return total
 
-    def checkpoint_filter(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def checkpoint_filter(
+        self, state_dict: dict[str, torch.Tensor], model: nn.Module | None = None
+    ) -> dict[str, torch.Tensor]:
         """Map a segmenter checkpoint (ours or mmseg's ``EncoderDecoder``) to this model's keys.
 
         The ``backbone.`` part goes through the backbone's own converter (reference, mmpretrain,
@@ -141,6 +143,14 @@ class Segmenter(nn.Module):
         not have is dropped with a warning (it only serves training).
         """
         return convert_segmenter_state_dict(self, state_dict)
+
+
+def _unwrap_backbone(backbone: nn.Module) -> tuple[nn.Module, str]:
+    # a timm features_only wrapper (FeatureGetterNet) holds the network under ``model.``
+    inner = getattr(backbone, "model", None)
+    if isinstance(inner, nn.Module) and hasattr(backbone, "out_indices"):
+        return inner, "model."
+    return backbone, ""
 
 
 def convert_segmenter_state_dict(model: Segmenter, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -152,12 +162,15 @@ def convert_segmenter_state_dict(model: Segmenter, state_dict: dict[str, torch.T
             "the checkpoint has no backbone./decode_head. keys, so it is not a segmenter checkpoint; "
             "load a classification checkpoint into the backbone with backbone_checkpoint= instead"
         )
-    converter = getattr(model.backbone, "checkpoint_filter", None)
-    if converter is not None and backbone_part:
-        # the VAN converter recognises mmseg/mmpretrain layouts by their ``backbone.`` prefix
-        backbone_part = converter({f"backbone.{k}": v for k, v in backbone_part.items()})
-    pruned = tuple(getattr(model.backbone, "pruned_checkpoint_prefixes", ()))
-    out = {f"backbone.{k}": v for k, v in backbone_part.items() if not (pruned and k.startswith(pruned))}
+    inner, prefix = _unwrap_backbone(model.backbone)
+    if prefix and backbone_part and all(k.startswith(prefix) for k in backbone_part):
+        backbone_part = {k[len(prefix) :]: v for k, v in backbone_part.items()}  # our own files
+    converter = getattr(inner, "checkpoint_filter", None)
+    if converter is not None and backbone_part and not set(backbone_part) <= set(inner.state_dict()):
+        # a foreign layout; the backbone's converter recognises mmseg/mmdet files by their ``backbone.``
+        backbone_part = converter({f"backbone.{k}": v for k, v in backbone_part.items()}, inner)
+    pruned = tuple(getattr(inner, "pruned_checkpoint_prefixes", ()))
+    out = {f"backbone.{prefix}{k}": v for k, v in backbone_part.items() if not (pruned and k.startswith(pruned))}
     if model.auxiliary_head is None and any(k.startswith("auxiliary_head.") for k in rest):
         warnings.warn(
             "checkpoint's auxiliary_head weights dropped: this segmenter has no auxiliary head",

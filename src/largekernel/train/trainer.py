@@ -13,11 +13,13 @@ A run directory (``--out``) holds::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -419,6 +421,37 @@ def _make_trainer(config: TrainConfig, out: Path, callbacks: list[Any]):
     )
 
 
+@contextlib.contextmanager
+def _torch_determinism_restored() -> Iterator[None]:
+    """Undo, on exit, the global flags that ``Trainer(deterministic=True)`` sets."""
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    cublas = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+        if cublas is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = cublas
+
+
+def _fit(trainer, module, config: TrainConfig, out: Path, train_set, val_set, last: Path | None) -> None:
+    if trainer.world_size != config.world_size:  # the lr was scaled for config.world_size processes
+        raise ConfigurationError(
+            f"Lightning starts {trainer.world_size} processes where {config.world_size} were planned from "
+            f"--devices {config.devices} --num-nodes {config.num_nodes}; give --devices as a count"
+        )
+    if _is_rank_zero():  # after the Trainer accepted the settings
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "run.json", config.to_json())
+    datamodule = _make_datamodule(train_set, val_set, config.batch_size, config.seed, config.num_workers)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last is not None else None)
+
+
 def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
     """Train as ``config`` says; returns the summary (also written to ``<out>/summary.json``).
 
@@ -492,17 +525,9 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
     ]
     if not config.quiet:
         callbacks.append(TQDMProgressBar(refresh_rate=10))
-    trainer = _make_trainer(config, out, callbacks)
-    if trainer.world_size != config.world_size:  # the lr was scaled for config.world_size processes
-        raise ConfigurationError(
-            f"Lightning starts {trainer.world_size} processes where {config.world_size} were planned from "
-            f"--devices {config.devices} --num-nodes {config.num_nodes}; give --devices as a count"
-        )
-    if _is_rank_zero():  # after the Trainer accepted the settings
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "run.json", config.to_json())
-    datamodule = _make_datamodule(train_set, val_set, config.batch_size, config.seed, config.num_workers)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
+    with _torch_determinism_restored():  # Lightning's deterministic=True is for this run, not the caller's process
+        trainer = _make_trainer(config, out, callbacks)
+        _fit(trainer, module, config, out, train_set, val_set, last if resume else None)
 
     history = metrics_writer.history
     final = history[-1] if history else {}

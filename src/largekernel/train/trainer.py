@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, ConfigurationError, LargeKernelError
+from ..errors import CheckpointError, CheckpointMismatchError, ConfigurationError, LargeKernelError
 from .config import DEFAULT_MODEL, TrainConfig, resolve_config
 from .data import DataSplit, EpochShuffleSampler, ShardSampler, TransformedDataset, load_data
 from .files import read_json, read_lightning_checkpoint, write_json
@@ -64,9 +64,7 @@ def build_model(
         model = largekernel.create_model(
             name, num_classes=published_classes, in_chans=in_chans, checkpoint_path=checkpoint_path, **kwargs
         )
-    except (LargeKernelError, FileNotFoundError, TypeError):
-        raise
-    except ValueError as error:  # keys or shapes that do not fit: the models package lists them on lines
+    except CheckpointMismatchError as error:  # the models package lists the keys on lines: one line here
         raise CheckpointError(f"--checkpoint-path {checkpoint_path} does not fit {name}: {_one_line(error)}") from None
     if published_classes != num_classes:
         model.reset_classifier(num_classes)
@@ -164,6 +162,8 @@ def load_trained(path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn
         model = _build_described(config, config_path)
         try:
             load_checkpoint(model, path)
+        except CheckpointMismatchError as error:  # named with the description that built the model
+            raise CheckpointError(f"cannot load {path} as described by {config_path}: {_one_line(error)}") from None
         except LargeKernelError:
             raise
         except Exception as error:  # noqa: BLE001 - any reader failure is a bad file, named in one line

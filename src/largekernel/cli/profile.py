@@ -17,8 +17,8 @@ import argparse
 import json
 import sys
 
-from ._common import DTYPE_NAMES
 from ..analysis.defaults import DESIGNS, PAPER_KERNEL_SIZES, SCALING_RESOLUTIONS
+from ._common import DTYPE_NAMES
 
 MODULE_RESOLUTION, MODEL_RESOLUTION = 56, 224
 
@@ -61,8 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..layers.decomposition import check_kernel_size
     from ..analysis._runtime import resolve_device, resolve_dtype
+    from ..layers.decomposition import check_kernel_size
 
     sweep_given = args.designs is not None or args.kernel_sizes is not None
     args.designs = args.designs or list(DESIGNS)
@@ -89,8 +89,8 @@ def run(args: argparse.Namespace) -> int:
             dtype=dtype, min_run_time=args.min_run_time, progress=progress, **measure,
         )
     elif args.model:
-        from ..models import create_model
         from ..analysis.profile import profile_model, profile_models
+        from ..models import create_model
 
         default = create_model(args.model)  # an unknown name raises the registry's error with close matches
         settings = dict(

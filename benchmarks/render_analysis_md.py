@@ -85,8 +85,8 @@ kineto's start/stop log lines are kept off the terminal. Not counted: memory all
 PyTorch's allocator (oneDNN's and BLAS's own scratch space, NumPy) and memory the allocator keeps
 cached. Every measurement of a row (warm-up, memory step, timings) runs at `--threads` intra-op
 threads, default 1 (`torch.utils.benchmark`'s default, for repeatable timings); memory can grow with
-threads where an operator allocates a buffer per thread (LKA-trivial at k=53: 102 MiB at 1 thread,
-114 MiB at 2). `--no-memory` skips the measurement. Tests check the number against a step whose peak
+threads where an operator allocates a buffer per thread (LKA-trivial at k=53: 100 MiB at 1 thread,
+112 MiB at 2). `--no-memory` skips the measurement. Tests check the number against a step whose peak
 can be counted by hand (Linear-ReLU-Linear: four activations) and against all tensors a VAN saves
 for backward (a lower bound).
 

@@ -7,8 +7,10 @@ Each block subclasses the Ultralytics block it replaces and keeps its convolutio
 - ``C2f_LSKA`` / ``C3_LSKA`` / ``C3k2_LSKA``: every bottleneck becomes an :class:`AttentionBottleneck`
   (BatchNorm, then VAN's spatial-gating attention with its inner shortcut).
 
-The classes live at this stable import path so checkpoints saved by Ultralytics unpickle in a fresh
-process.
+The plain layers ``LSKA`` / ``LKA`` / ``SAM`` of a YAML row are the :mod:`largekernel.layers`
+modules, subclassed here without change. Every class a YOLO model holds thus lives in this
+package: unpickling a checkpoint in a fresh process imports it, and so registers our blocks with
+Ultralytics' parser, which resuming and fine-tuning need to rebuild the model from the stored YAML.
 """
 
 from __future__ import annotations
@@ -17,10 +19,22 @@ import torch
 from torch import nn
 from ultralytics.nn.modules.block import C2f, C3, C3k2, SPPF
 
+from ... import layers
 from ...layers.attention import AttentionName, SpatialGatingAttention
-from ...layers.lska import LSKA
 
-__all__ = ["AttentionBottleneck", "C2f_LSKA", "C3_LSKA", "C3k2_LSKA", "SPPF_LSKA"]
+__all__ = ["LKA", "LSKA", "SAM", "AttentionBottleneck", "C2f_LSKA", "C3_LSKA", "C3k2_LSKA", "SPPF_LSKA"]
+
+
+class LSKA(layers.LSKA):
+    """:class:`largekernel.layers.LSKA` as a YAML layer, ``[-1, 1, LSKA, [kernel_size, dilation]]``."""
+
+
+class LKA(layers.LKA):
+    """:class:`largekernel.layers.LKA` as a YAML layer, ``[-1, 1, LKA, [kernel_size, dilation]]``."""
+
+
+class SAM(layers.SAM):
+    """:class:`largekernel.layers.SAM` as a YAML layer, ``[-1, 1, SAM, [num_heads, expand_ratio]]``."""
 
 
 class AttentionBottleneck(nn.Module):
@@ -52,7 +66,7 @@ class SPPF_LSKA(SPPF):  # noqa: N801 - Ultralytics' YAML naming
 
     def __init__(self, c1: int, c2: int, k: int = 5, kernel_size: int = 11) -> None:
         super().__init__(c1, c2, k)
-        self.lska = LSKA(self.cv1.conv.out_channels * (self.n + 1), kernel_size=kernel_size)
+        self.lska = layers.LSKA(self.cv1.conv.out_channels * (self.n + 1), kernel_size=kernel_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = [self.cv1(x)]

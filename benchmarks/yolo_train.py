@@ -103,14 +103,18 @@ def train_one(name: str, data: Path, workdir: Path, args: argparse.Namespace) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="Ultralytics or largekernel config names")
+    parser.add_argument(
+        "--models", nargs="+", default=list(DEFAULT_MODELS), help="Ultralytics or largekernel config names"
+    )
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--imgsz", type=int, default=160)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--train", type=int, default=256, help="generated training scenes")
     parser.add_argument("--val", type=int, default=64, help="generated validation scenes")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workdir", type=Path, default=None, help="keep dataset and runs here (default: a temporary folder)")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="keep dataset and runs here (default: a temporary folder)"
+    )
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.imgsz % 32 or args.train < 1 or args.val < 1:
         parser.error("need --epochs >= 1, --imgsz a multiple of 32, --train and --val >= 1")

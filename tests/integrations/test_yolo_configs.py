@@ -13,19 +13,19 @@ from pathlib import Path
 
 import pytest
 import torch
-import yolo_support  # noqa: F401 - Ultralytics' settings and network before it is imported
 import yaml
+import yolo_support  # noqa: F401 - Ultralytics' settings and network before it is imported
 from ultralytics import YOLO
 from ultralytics.cfg import get_cfg
 from ultralytics.nn.modules import Conv
-from ultralytics.nn.modules.block import C2f, C3, C3k2, SPPF
+from ultralytics.nn.modules.block import C3, SPPF, C2f, C3k2
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils import LOGGER
 
 from largekernel import layers
 from largekernel.errors import ConfigurationError
 from largekernel.integrations import yolo
-from largekernel.integrations.yolo import LKA, LSKA, SAM, AttentionBottleneck, C2f_LSKA, C3_LSKA, C3k2_LSKA, SPPF_LSKA
+from largekernel.integrations.yolo import C3_LSKA, LKA, LSKA, SAM, SPPF_LSKA, AttentionBottleneck, C2f_LSKA, C3k2_LSKA
 from largekernel.integrations.yolo.configs import RECIPES
 
 CONFIGS = yolo.available_configs()
@@ -159,7 +159,9 @@ def test_width_scales_like_ultralytics_blocks() -> None:
     for config in ("yolov8-c2f-lska", "yolo11-lska"):
         for scale in "ns":
             if (config, scale) not in _OUR_SHAPES:  # run alone: build here
-                _OUR_SHAPES[config, scale] = layer_shapes(DetectionModel(yolo.config(scaled(config, scale)), verbose=False))
+                _OUR_SHAPES[config, scale] = layer_shapes(
+                    DetectionModel(yolo.config(scaled(config, scale)), verbose=False)
+                )
         for n_shape, s_shape in zip(_OUR_SHAPES[config, "n"], _OUR_SHAPES[config, "s"], strict=True):
             assert s_shape[1] == 2 * n_shape[1] and s_shape[2:] == n_shape[2:]
 
@@ -259,7 +261,7 @@ def test_custom_yaml_activation_and_plain_layer_arguments(tmp_path: Path) -> Non
     assert isinstance(c2f.cv1.act, torch.nn.ReLU)  # the YAML's activation reaches our blocks' convs
     assert type(Conv.default_act) is torch.nn.SiLU  # and is restored afterwards
     assert c2f.m[0].attn.spatial_gating_unit.receptive_field == 7
-    assert isinstance(lka, torch.nn.Sequential) and len(lka) == 2 and all(l.dim == 64 for l in lka)
+    assert isinstance(lka, torch.nn.Sequential) and len(lka) == 2 and all(layer.dim == 64 for layer in lka)
     assert sam.dim == 64 and sam.num_heads == 2 and sam.expand_ratio == 1
     assert sppf.m.kernel_size == 3 and sppf.lska.receptive_field == 5
 
@@ -367,9 +369,14 @@ def test_yolo_accepts_our_names_once_the_integration_is_imported() -> None:
 
 
 def test_a_mistyped_name_lists_ours() -> None:
-    with pytest.raises(FileNotFoundError, match=r"Did you mean .*yolov8n-lska\.yaml.*largekernel's configs: .*yolo11\{n,s,m,l,x\}-c3k2-lska\.yaml"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"Did you mean .*yolov8n-lska\.yaml.*largekernel's configs: .*yolo11\{n,s,m,l,x\}-c3k2-lska\.yaml",
+    ):
         YOLO("yolov8n-lksa.yaml")
-    with pytest.raises(ConfigurationError, match=r"'yolov9n-lska' is not a largekernel YOLO config.*yolov8\{n,s,m,l,x\}-lska"):
+    with pytest.raises(
+        ConfigurationError, match=r"'yolov9n-lska' is not a largekernel YOLO config.*yolov8\{n,s,m,l,x\}-lska"
+    ):
         yolo.model("yolov9n-lska")
     with pytest.raises(ConfigurationError, match="not a largekernel YOLO config"):
         yolo.config("yolov8n.yaml")  # Ultralytics' own: YOLO("yolov8n.yaml") is the way
@@ -410,7 +417,9 @@ def test_layer_table_shows_our_layers_with_their_parameters() -> None:
     for line in lines:
         match = re.match(r"^\s*(\d+)\s+(\S+|\[[^\]]*\])\s+(\d+)\s+(\d+)\s+(\S+)\s+(.*)$", line)
         if match:
-            rows.setdefault(int(match.group(1)), []).append((int(match.group(4)), match.group(5), match.group(6).strip()))
+            rows.setdefault(int(match.group(1)), []).append(
+                (int(match.group(4)), match.group(5), match.group(6).strip())
+            )
     assert rows[10][0] == (_lska_params(256), "largekernel.integrations.yolo.blocks.LSKA", "[256, 11]")
     for index in (6, 8):  # the P4 and P5 blocks of yolov8n-c2f-lska
         params, module, _args = rows[index][1]
@@ -420,10 +429,35 @@ def test_layer_table_shows_our_layers_with_their_parameters() -> None:
     assert lska.model[10].np == _lska_params(256)
 
 
-@pytest.mark.parametrize(("config", "macs_per_pixel"), [("yolov8n-lska", _lska_macs_per_pixel), ("yolov8n-lka", _lka_macs_per_pixel)])
+@pytest.mark.parametrize(
+    ("config", "macs_per_pixel"), [("yolov8n-lska", _lska_macs_per_pixel), ("yolov8n-lka", _lka_macs_per_pixel)]
+)
 def test_printed_gflops_count_the_attention_layer(config: str, macs_per_pixel) -> None:
     """Ultralytics' model.info() GFLOPs (thop) = plain yolov8n's + the layer's convolutions on the 20x20 P5 map."""
     plain = DetectionModel("yolov8n.yaml", verbose=False).info(verbose=True, imgsz=640)[3]
     ours = DetectionModel(yolo.config(config), verbose=False).info(verbose=True, imgsz=640)[3]
     assert ours > plain
     assert ours - plain == pytest.approx(2 * macs_per_pixel(256) * 20 * 20 / 1e9, rel=1e-3)
+
+
+def test_insert_row_renumbers_absolute_and_relative_sources() -> None:
+    from largekernel.integrations.yolo.configs import insert_row
+
+    d = {
+        "backbone": [[-1, 1, "Conv", [8]], [-1, 1, "Conv", [16]], [-1, 1, "SPPF", [16]]],
+        "head": [
+            [-1, 1, "Up", []],
+            [[-1, 2], 1, "Concat", [1]],
+            [[-3, 1], 1, "Concat", [1]],
+            [[3, 4, 5], 1, "Detect", []],
+        ],
+    }
+    insert_row(d, 2, [-1, 1, "LSKA", [11]])
+    # written out by hand: what read row 2 (SPPF) now reads row 3 (LSKA); later rows move by one
+    assert d["backbone"] == [[-1, 1, "Conv", [8]], [-1, 1, "Conv", [16]], [-1, 1, "SPPF", [16]], [-1, 1, "LSKA", [11]]]
+    assert d["head"] == [
+        [-1, 1, "Up", []],
+        [[-1, 3], 1, "Concat", [1]],
+        [[-3, 1], 1, "Concat", [1]],  # row 6 now: -3 is row 3, the new layer (it read SPPF before)
+        [[4, 5, 6], 1, "Detect", []],
+    ]

@@ -19,7 +19,7 @@ import yolo_support
 from ultralytics import YOLO
 
 from largekernel.integrations import yolo
-from largekernel.integrations.yolo import LSKA, C3_LSKA, C3k2_LSKA
+from largekernel.integrations.yolo import C3_LSKA, LSKA, C3k2_LSKA
 from largekernel.train.scenes import write_yolo_dataset
 
 # one config of each family, each with a different kind of block
@@ -31,7 +31,9 @@ EPOCHS = 2
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Train each model in :data:`TRAINED`; name -> (run folder, initial state_dict, network look-ups)."""
     root = tmp_path_factory.mktemp("yolo-train")
-    data = write_yolo_dataset(root / "data", train=yolo_support.TRAIN_SCENES, val=yolo_support.VAL_SCENES, size=yolo_support.IMGSZ)
+    data = write_yolo_dataset(
+        root / "data", train=yolo_support.TRAIN_SCENES, val=yolo_support.VAL_SCENES, size=yolo_support.IMGSZ
+    )
     results = {"data": data, "root": root}
     for name in TRAINED:
         torch.manual_seed(0)
@@ -62,9 +64,13 @@ def test_ultralytics_trains_our_model(runs: dict, name: str) -> None:
     ours = [m for m in best.modules() if type(m) is TRAINED[name]]
     assert ours, f"best.pt holds no {TRAINED[name].__name__}"
     trained = best.float().state_dict()
-    block_keys = [k for k in trained if any(k.startswith(f"model.{m.i}.") for m in best.model if type(m) is TRAINED[name])]
+    block_keys = [
+        k for k in trained if any(k.startswith(f"model.{m.i}.") for m in best.model if type(m) is TRAINED[name])
+    ]
     assert block_keys and all(k in initial for k in block_keys)
-    assert any(not torch.allclose(trained[k].float(), initial[k].float()) for k in block_keys if trained[k].is_floating_point())
+    assert any(
+        not torch.allclose(trained[k].float(), initial[k].float()) for k in block_keys if trained[k].is_floating_point()
+    )
 
 
 @pytest.mark.parametrize("name", TRAINED)
@@ -88,7 +94,10 @@ def _val_images(runs: dict) -> list[str]:
 def _predict(model: YOLO, images: list[str]) -> list[np.ndarray]:
     # conf near zero: a briefly trained model is unsure, but its boxes are still its boxes
     results = model.predict(images, imgsz=yolo_support.IMGSZ, conf=0.001, device="cpu", verbose=False)
-    return [np.concatenate([r.boxes.xyxy.numpy(), r.boxes.conf.numpy()[:, None], r.boxes.cls.numpy()[:, None]], 1) for r in results]
+    return [
+        np.concatenate([r.boxes.xyxy.numpy(), r.boxes.conf.numpy()[:, None], r.boxes.cls.numpy()[:, None]], 1)
+        for r in results
+    ]
 
 
 def test_predict_gives_boxes_on_the_images(runs: dict) -> None:
@@ -140,5 +149,6 @@ def test_onnx_export_runs_in_onnxruntime_like_pytorch(runs: dict, name: str) -> 
     net = YOLO(best).model.float().eval()  # unfused: the exporter fuses Conv+BN, so agreement is to float error
     with torch.no_grad():
         expected = net(x)[0]
-    assert onnx_out.shape == tuple(expected.shape) == (1, 4 + 10, 8**2 + 4**2 + 2**2)  # boxes + 10 classes, strides 8, 16, 32
+    anchors = 8**2 + 4**2 + 2**2  # strides 8, 16, 32 at 64 px
+    assert onnx_out.shape == tuple(expected.shape) == (1, 4 + 10, anchors)  # boxes + 10 classes
     np.testing.assert_allclose(onnx_out, expected.numpy(), rtol=1e-3, atol=1e-3)

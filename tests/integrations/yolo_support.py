@@ -66,10 +66,18 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_child(args: list[str], timeout: float = 240, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess:
+def run_child(
+    args: list[str], timeout: float = 240, cwd: Path | None = None, **env: str
+) -> subprocess.CompletedProcess:
     """Run ``python args...`` in a fresh process; stdout and stderr captured as text."""
     return subprocess.run(
-        [sys.executable, *args], env=child_env(**env), capture_output=True, text=True, timeout=timeout, cwd=cwd
+        [sys.executable, *args],
+        check=False,
+        env=child_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
     )
 
 

@@ -34,23 +34,25 @@ except ImportError as error:  # pragma: no cover - depends on the environment
         if "torchvision" in str(error)
         else "pip install 'largekernel[yolo]'"
     )
-    raise ImportError(f"largekernel.integrations.yolo needs Ultralytics, which failed to import: {error}. {hint}") from error
+    raise ImportError(
+        f"largekernel.integrations.yolo needs Ultralytics, which failed to import: {error}. {hint}"
+    ) from error
 
-from .blocks import LKA, LSKA, SAM, C2f_LSKA, C3_LSKA, C3k2_LSKA, SPPF_LSKA, AttentionBottleneck
+from .blocks import C3_LSKA, LKA, LSKA, SAM, SPPF_LSKA, AttentionBottleneck, C2f_LSKA, C3k2_LSKA
 from .configs import RECIPES, available_configs
 from .parser import BLOCK_NAMES, is_registered, register, unregister
 
 __all__ = [
     "BLOCK_NAMES",
+    "C3_LSKA",
     "LKA",
     "LSKA",
     "RECIPES",
     "SAM",
+    "SPPF_LSKA",
     "AttentionBottleneck",
     "C2f_LSKA",
-    "C3_LSKA",
     "C3k2_LSKA",
-    "SPPF_LSKA",
     "available_configs",
     "config",
     "is_registered",

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from ultralytics.nn.modules.block import C2f, C3, C3k2, SPPF
+from ultralytics.nn.modules.block import C3, SPPF, C2f, C3k2
 
 from ... import layers
 from ...layers.attention import AttentionName, SpatialGatingAttention
 
-__all__ = ["LKA", "LSKA", "SAM", "AttentionBottleneck", "C2f_LSKA", "C3_LSKA", "C3k2_LSKA", "SPPF_LSKA"]
+__all__ = ["C3_LSKA", "LKA", "LSKA", "SAM", "SPPF_LSKA", "AttentionBottleneck", "C2f_LSKA", "C3k2_LSKA"]
 
 
 class LSKA(layers.LSKA):
@@ -55,7 +55,7 @@ class AttentionBottleneck(nn.Module):
         return self.attn(self.norm(x))
 
 
-class SPPF_LSKA(SPPF):  # noqa: N801 - Ultralytics' YAML naming
+class SPPF_LSKA(SPPF):
     """SPPF with LSKA (``kernel_size``, 11 in the community form) on the pooled concatenation.
 
     Args:
@@ -74,7 +74,7 @@ class SPPF_LSKA(SPPF):  # noqa: N801 - Ultralytics' YAML naming
         return self.cv2(self.lska(torch.cat(y, 1)))
 
 
-class C2f_LSKA(C2f):  # noqa: N801
+class C2f_LSKA(C2f):
     """C2f whose ``n`` bottlenecks are :class:`AttentionBottleneck` s (LSKA of ``kernel_size``)."""
 
     def __init__(self, c1: int, c2: int, n: int = 1, kernel_size: int = 11, e: float = 0.5) -> None:
@@ -82,7 +82,7 @@ class C2f_LSKA(C2f):  # noqa: N801
         self.m = nn.ModuleList(AttentionBottleneck(self.c, kernel_size) for _ in range(n))
 
 
-class C3_LSKA(C3):  # noqa: N801
+class C3_LSKA(C3):
     """C3 (YOLOv5's block) whose ``n`` bottlenecks are :class:`AttentionBottleneck` s."""
 
     def __init__(self, c1: int, c2: int, n: int = 1, kernel_size: int = 11, e: float = 0.5) -> None:
@@ -91,16 +91,14 @@ class C3_LSKA(C3):  # noqa: N801
         self.m = nn.Sequential(*(AttentionBottleneck(hidden, kernel_size) for _ in range(n)))
 
 
-class C3k2_LSKA(C3k2):  # noqa: N801
+class C3k2_LSKA(C3k2):
     """C3k2 (YOLO11's block) with attention bottlenecks.
 
     As in C3k2, ``c3k=True`` (Ultralytics sets it for the m/l/x scales) makes each of the ``n`` inner
     blocks a C3 with two bottlenecks (here ``C3_LSKA(c, c, 2)``); otherwise each is one bottleneck.
     """
 
-    def __init__(
-        self, c1: int, c2: int, n: int = 1, c3k: bool = False, e: float = 0.5, kernel_size: int = 11
-    ) -> None:
+    def __init__(self, c1: int, c2: int, n: int = 1, c3k: bool = False, e: float = 0.5, kernel_size: int = 11) -> None:
         super().__init__(c1, c2, n, c3k, e)
         self.m = nn.ModuleList(
             C3_LSKA(self.c, self.c, 2, kernel_size) if c3k else AttentionBottleneck(self.c, kernel_size)

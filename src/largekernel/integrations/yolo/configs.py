@@ -26,7 +26,6 @@ from ...errors import ConfigurationError
 __all__ = ["RECIPES", "Recipe", "available_configs", "build_config", "is_our_name", "split_name"]
 
 KERNEL_SIZE = 11  # the community's LSKA kernel for YOLO necks (LSKA paper's 11 x 11)
-SCALES = "nsmlx"
 
 
 @dataclass(frozen=True)
@@ -58,11 +57,24 @@ def _after_sppf(base: str, module: str, args: tuple, what: str) -> Recipe:
 
 
 def _sppf(base: str) -> Recipe:
-    return Recipe(base, "replace", "SPPF", "SPPF_LSKA", summary=f"SPPF_LSKA: LSKA (kernel {KERNEL_SIZE}) on SPPF's pooled concatenation")
+    return Recipe(
+        base,
+        "replace",
+        "SPPF",
+        "SPPF_LSKA",
+        summary=f"SPPF_LSKA: LSKA (kernel {KERNEL_SIZE}) on SPPF's pooled concatenation",
+    )
 
 
 def _csp(base: str, anchor: str) -> Recipe:
-    return Recipe(base, "replace", anchor, f"{anchor}_LSKA", count=2, summary=f"{anchor}_LSKA (BN + spatial-gating LSKA bottlenecks) at backbone P4 and P5")
+    return Recipe(
+        base,
+        "replace",
+        anchor,
+        f"{anchor}_LSKA",
+        count=2,
+        summary=f"{anchor}_LSKA (BN + spatial-gating LSKA bottlenecks) at backbone P4 and P5",
+    )
 
 
 # config name (without scale letter) -> recipe
@@ -163,7 +175,12 @@ def apply_recipe(d: dict[str, Any], recipe: Recipe, source: str = "the base conf
     else:
         for index in found[-recipe.count :]:
             source_row, repeats, _module, args = backbone[index]
-            backbone[index] = [source_row, repeats, recipe.module, upstream_to_ours(recipe.module, list(args), KERNEL_SIZE)]
+            backbone[index] = [
+                source_row,
+                repeats,
+                recipe.module,
+                upstream_to_ours(recipe.module, list(args), KERNEL_SIZE),
+            ]
 
 
 def insert_row(d: dict[str, Any], after: int, row: list) -> None:
@@ -179,17 +196,16 @@ def insert_row(d: dict[str, Any], after: int, row: list) -> None:
     def moved(target: int) -> int:  # old absolute index -> new absolute index
         return target + 1 if target >= after else target
 
+    def renumber(f: int, old_index: int) -> int:
+        if old_index <= after:  # rows before the new one are unchanged
+            return f
+        if f >= 0:
+            return moved(f)
+        return moved(old_index + f) - (old_index + 1)  # relative to the row's new index
+
     new_rows: list[list] = []
     for old_index, (source, repeats, module, args) in enumerate(rows):
-        new_index = old_index if old_index <= after else old_index + 1
-
-        def renumber(f: int) -> int:
-            if f >= 0:
-                return moved(f) if old_index > after else f
-            target = moved(old_index + f) if old_index > after else old_index + f
-            return target - new_index
-
-        sources = [renumber(f) for f in source] if isinstance(source, list) else renumber(source)
+        sources = [renumber(f, old_index) for f in source] if isinstance(source, list) else renumber(source, old_index)
         new_rows.append([sources, repeats, module, args])
     new_rows.insert(after + 1, row)
     d["backbone"], d["head"] = new_rows[: n_backbone + 1], new_rows[n_backbone + 1 :]

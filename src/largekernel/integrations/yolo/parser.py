@@ -48,7 +48,7 @@ class _BlockSpec:
     usage: str  # the YAML row form, for error messages
     max_args: int  # YAML args after the channel count (or all args for channel-preserving layers)
     twin_args: Callable[[list], list]  # our YAML args -> the twin's YAML args
-    build_args: Callable[[nn.Module, list], list]  # (parsed twin, our YAML args) -> our constructor args
+    build_args: Callable[[Any, list], list]  # (parsed twin, our YAML args) -> our constructor args
     block: type[nn.Module]
     keeps_channels: bool = False  # a plain layer: channels come from the previous layer
 
@@ -69,11 +69,12 @@ def _plain(layer: type[nn.Module], names: Sequence[str]) -> _BlockSpec:
     )
 
 
-def _c3k2_args(twin: nn.Module, args: list) -> list:
+def _c3k2_args(twin: Any, args: list) -> list:
     from ultralytics.nn.modules.block import C3k
 
     c3k = isinstance(twin.m[0], C3k)  # resolved by Ultralytics: True at m/l/x even if the YAML says False
-    return [twin.cv1.conv.in_channels, twin.cv2.conv.out_channels, len(twin.m), c3k, _arg(args, 3, 0.5), _arg(args, 1, 11)]
+    channels = [twin.cv1.conv.in_channels, twin.cv2.conv.out_channels]
+    return [*channels, len(twin.m), c3k, _arg(args, 3, 0.5), _arg(args, 1, 11)]
 
 
 # YAML name -> spec. Channel-changing blocks take [c2, kernel_size, ...] like their twin takes [c2, ...].
@@ -117,7 +118,7 @@ _SPECS: dict[str, _BlockSpec] = {
 BLOCK_NAMES: tuple[str, ...] = tuple(_SPECS)
 
 # classes a saved model may reference; allow-listed for torch's weights_only loading (Ultralytics' safe load)
-_SAFE_GLOBALS: list[type] = [
+_SAFE_GLOBALS: list[Any] = [
     LSKA,
     LKA,
     SAM,
@@ -187,7 +188,7 @@ def _yaml_activation(spec: str | None) -> Iterator[None]:
 
     safe = getattr(tasks, "_SafeLoad", None)
     default = Conv.default_act
-    Conv.default_act = safe.activation(spec) if safe is not None else eval(spec, {"nn": nn, "torch": torch})  # noqa: S307
+    Conv.default_act = safe.activation(spec) if safe is not None else eval(spec, {"nn": nn, "torch": torch})
     try:
         yield
     finally:
@@ -206,7 +207,7 @@ class _HoldRecords(logging.Filter):
         return False
 
 
-def _table_row(record: logging.LogRecord, twin: nn.Module, block: nn.Module, args: list) -> bool:
+def _table_row(record: logging.LogRecord, twin: Any, block: Any, args: list) -> bool:
     """Rewrite Ultralytics' table row of ``twin`` to show ``block``; False if the row is not recognised."""
     message = record.getMessage()
     placeholder = f"{twin.np:10.0f}  {twin.type:<45}"  # as parse_model prints params and module
@@ -222,7 +223,9 @@ def _wrap(original: Callable) -> Callable:
     @functools.wraps(original)
     def parse_model(d: dict, ch: int, verbose: bool = True):
         rows = d["backbone"] + d["head"]
-        plan = {i: (_SPECS[row[2]], row[2]) for i, row in enumerate(rows) if isinstance(row[2], str) and row[2] in _SPECS}
+        plan = {
+            i: (_SPECS[row[2]], row[2]) for i, row in enumerate(rows) if isinstance(row[2], str) and row[2] in _SPECS
+        }
         if not plan:
             return original(d, ch, verbose)
         d = {**d, "backbone": [list(r) for r in d["backbone"]], "head": [list(r) for r in d["head"]]}
@@ -241,15 +244,15 @@ def _wrap(original: Callable) -> Callable:
         try:
             model, save = original(d, ch, verbose)
             with _yaml_activation(d.get("activation")):
-                for i, (spec, name) in plan.items():
-                    twin = model[i]
-                    twins = list(twin) if isinstance(twin, nn.Sequential) and spec.keeps_channels else [twin]
+                for i, (spec, _name) in plan.items():
+                    twin: Any = model[i]  # an Ultralytics block, with the attributes parse_model set
+                    twins: list[Any] = list(twin) if isinstance(twin, nn.Sequential) and spec.keeps_channels else [twin]
                     args = [spec.build_args(t, ours[i]) for t in twins]
-                    built = [spec.block(*a) for a in args]
-                    if isinstance(twins[0], SPPF):
+                    built: list[Any] = [spec.block(*a) for a in args]
+                    if isinstance(twins[0], SPPF):  # parse_model sets cv1.act for legacy rows after construction
                         for ours_sppf, twin_sppf in zip(built, twins):
-                            ours_sppf.cv1.act = twin_sppf.cv1.act  # parse_model sets it for legacy rows after construction
-                    block = nn.Sequential(*built) if len(built) > 1 else built[0]
+                            ours_sppf.cv1.act = twin_sppf.cv1.act
+                    block: Any = nn.Sequential(*built) if len(built) > 1 else built[0]
                     block.np = sum(p.numel() for p in block.parameters())
                     block.i, block.f = twin.i, twin.f
                     block.type = f"{spec.block.__module__}.{spec.block.__qualname__}"
@@ -309,8 +312,9 @@ def register() -> None:
         tasks.parse_model = _wrap(tasks.parse_model)
     for module_name in _YAML_LOAD_USERS:
         module = importlib.import_module(module_name)
-        if not hasattr(module.yaml_model_load, "_largekernel_original"):
-            module.yaml_model_load = _wrap_yaml_load(module.yaml_model_load)
+        load = getattr(module, "yaml_model_load")  # noqa: B009 - a module attribute mypy cannot see
+        if not hasattr(load, "_largekernel_original"):
+            setattr(module, "yaml_model_load", _wrap_yaml_load(load))  # noqa: B010
     torch.serialization.add_safe_globals(_SAFE_GLOBALS)
 
 
@@ -325,9 +329,9 @@ def unregister() -> None:
         tasks.parse_model = original
     for module_name in _YAML_LOAD_USERS:
         module = importlib.import_module(module_name)
-        original = getattr(module.yaml_model_load, "_largekernel_original", None)
+        original = getattr(getattr(module, "yaml_model_load"), "_largekernel_original", None)  # noqa: B009
         if original is not None:
-            module.yaml_model_load = original
+            setattr(module, "yaml_model_load", original)  # noqa: B010
 
 
 def is_registered() -> bool:

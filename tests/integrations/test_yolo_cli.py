@@ -64,3 +64,11 @@ def test_plain_ultralytics_cli_reports_our_name_as_missing_not_a_key_error(tmp_p
     )
     assert result.returncode != 0
     assert "does not exist" in result.stderr and "KeyError" not in result.stderr
+
+
+def test_a_missing_dataset_is_one_line(capsys: pytest.CaptureFixture, tmp_path) -> None:
+    code = cli.main(
+        ["yolo", "train", "model=yolov8n-lska.yaml", f"data={tmp_path / 'none.yaml'}", f"project={tmp_path}"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "none.yaml' does not exist" in err

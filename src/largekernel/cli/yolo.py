@@ -45,6 +45,11 @@ def run(args: argparse.Namespace) -> int:
     cfg.ARGV = ["yolo", *forwarded]
     try:
         cfg.entrypoint()
+    except RuntimeError as error:
+        if not str(error).startswith("Dataset '"):  # Ultralytics' one user-input RuntimeError: a bad data=
+            raise
+        print(f"largekernel yolo: error: {error}", file=sys.stderr)
+        return 2
     finally:
         cfg.ARGV = saved
     return 0

@@ -78,11 +78,14 @@ import sys, torch
 if sys.argv[1] == "safe":
     import largekernel.integrations.yolo  # allow-lists our classes for torch.load(weights_only=True)
 from ultralytics import YOLO
+from ultralytics.nn.tasks import DetectionModel
 for path in sys.argv[2:]:
     model = YOLO(path).model.float().eval()
     x, expected = torch.load(path + ".io")
     with torch.no_grad():
         torch.testing.assert_close(model(x)[0], expected)
+    rebuilt = DetectionModel(model.yaml, verbose=False)  # the stored YAML parses again (as fine-tuning does)
+    assert [type(m) for m in rebuilt.modules()] == [type(m) for m in model.modules()]
     print("ok", path)
 """
 

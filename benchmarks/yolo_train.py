@@ -44,6 +44,7 @@ def _offline(workdir: Path) -> None:
     os.environ["YOLO_CONFIG_DIR"] = str(workdir / "config")
     os.environ["YOLO_OFFLINE"] = "1"
     os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+    os.environ.setdefault("YOLO_VERBOSE", "False")  # the table only; progress goes to stderr
     import shutil
 
     import matplotlib

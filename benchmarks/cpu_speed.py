@@ -5,17 +5,21 @@ Usage::
     PYTHONPATH=src python benchmarks/cpu_speed.py                 # module + model tables
     PYTHONPATH=src python benchmarks/cpu_speed.py --part modules  # only the module table
     PYTHONPATH=src python benchmarks/cpu_speed.py --threads 2 --repeats 7
+    PYTHONPATH=src python benchmarks/cpu_speed.py --part inference  # batch-1 CPU inference paths side by side
 
 Every ratio compares variants timed in the same run, interleaved round-robin (so a busy machine
 slows all of them alike), as the median of ``--repeats`` wall-clock timings after a warm-up.
 
 Module table: dim 64, 56x56, batch 8, NCHW in and out. "naive" is the composition of ``nn.Conv2d``
-layers written out below in NCHW (the layer's own plain path computes the same thing); "fast" is
-the layer as users call it (the fast CPU path on by default).
-Model table: "plain NCHW" is the model with the fast path switched off; "fast NCHW" the same model
-as users get it; "optimized" is ``optimize_for_inference(model)`` (folded, channels_last) for
+layers written out below in NCHW (the layer's own plain path computes the same thing); "auto" is
+the layer as users call it (backend "auto", timed on first sight); "cpu_nhwc" forces that backend.
+Model table: "plain NCHW" is the model with backend "torch"; "fast NCHW" the same model as users
+get it (backend "auto"); "optimized" is ``optimize_for_inference(model)`` (folded, channels_last) for
 inference and ``optimize_for_cpu_training(model)`` (channels_last, NHWC-friendly modules, same
 parameters) with channels_last input for the training step (SGD step included).
+Inference table (batch 1): plain eager (backend "torch"), our eager path ("auto"),
+``optimize_for_inference``, ``torch.compile`` (default inductor, after its compile) and our ONNX
+export in onnxruntime (CPU provider, same thread count), timed side by side.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import largekernel as lk
-from largekernel.kernels import fast_cpu_path, optimize_for_cpu_training
+from largekernel import kernels
+from largekernel.kernels import optimize_for_cpu_training
 
 
 class NaiveLSKA(nn.Module):
@@ -94,9 +99,12 @@ def _forward_backward(module: nn.Module, x: torch.Tensor) -> Callable[[], object
     return run
 
 
-def _fast(fn: Callable[[], object], enabled: bool) -> Callable[[], object]:
+def _fast(fn: Callable[[], object], enabled: bool | str) -> Callable[[], object]:
+    """``fn`` under a backend: True = "auto" (what users get), False = "torch", or a backend name."""
+    name = {True: "auto", False: "torch"}.get(enabled, enabled) if isinstance(enabled, bool) else enabled
+
     def run() -> object:
-        with fast_cpu_path(enabled):
+        with kernels.backend(name):
             return fn()
 
     return run
@@ -106,22 +114,26 @@ def module_table(repeats: int, kernel_sizes: list[int], batch: int = 8, dim: int
     torch.manual_seed(0)
     x = torch.randn(batch, dim, size, size)
     lines = [
-        f"### Modules: dim {dim}, {size}x{size}, batch {batch}, NCHW in/out (median ms; ratio = naive / fast)",
+        f"### Modules: dim {dim}, {size}x{size}, batch {batch}, NCHW in/out (median ms; ratio = naive / auto)",
         "",
-        "| layer | k | fwd naive | fwd fast | fwd ratio | fwd+bwd naive | fwd+bwd fast | fwd+bwd ratio |",
-        "|---|---|---|---|---|---|---|---|",
+        "| layer | k | fwd naive | fwd cpu_nhwc | fwd auto | fwd ratio | fwd+bwd naive | fwd+bwd cpu_nhwc "
+        "| fwd+bwd auto | fwd+bwd ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, cls, naive_cls in [("LSKA", lk.LSKA, NaiveLSKA), ("LKA", lk.LKA, NaiveLKA)]:
         for k in kernel_sizes:
             module = cls(dim, k)
             naive = naive_cls(module)
-            fwd = time_side_by_side({"naive": _forward(naive, x), "fast": _fast(_forward(module, x), True)}, repeats)
+            fwd = time_side_by_side({"naive": _forward(naive, x), "nhwc": _fast(_forward(module, x), "cpu_nhwc"),
+                                     "fast": _fast(_forward(module, x), True)}, repeats)
             both = time_side_by_side(
-                {"naive": _forward_backward(naive, x), "fast": _fast(_forward_backward(module, x), True)}, repeats
+                {"naive": _forward_backward(naive, x), "nhwc": _fast(_forward_backward(module, x), "cpu_nhwc"),
+                 "fast": _fast(_forward_backward(module, x), True)}, repeats
             )
             lines.append(
-                f"| {name} | {k} | {fwd['naive']:.1f} | {fwd['fast']:.1f} | **{fwd['naive'] / fwd['fast']:.2f}x** "
-                f"| {both['naive']:.1f} | {both['fast']:.1f} | **{both['naive'] / both['fast']:.2f}x** |"
+                f"| {name} | {k} | {fwd['naive']:.1f} | {fwd['nhwc']:.1f} | {fwd['fast']:.1f} "
+                f"| **{fwd['naive'] / fwd['fast']:.2f}x** | {both['naive']:.1f} | {both['nhwc']:.1f} | {both['fast']:.1f} "
+                f"| **{both['naive'] / both['fast']:.2f}x** |"
             )
             print(lines[-1], flush=True)
     return "\n".join(lines)
@@ -191,9 +203,65 @@ def model_table(repeats: int, names: list[str], batches: list[int], train_batch:
     return "\n".join(lines)
 
 
+def inference_table(repeats: int, names: list[str], threads: int, size: int = 224) -> str:
+    """Batch-1 CPU inference: every path a user can take, timed side by side in one run."""
+    import tempfile
+    from pathlib import Path
+
+    lines = [
+        f"### CPU inference paths, batch 1, {size}x{size} (median ms; speed-up against plain eager)",
+        "",
+        "| model | plain eager | our eager (auto) | optimize_for_inference | torch.compile | ONNX (onnxruntime) |",
+        "|---|---|---|---|---|---|",
+    ]
+    x = torch.randn(1, 3, size, size)
+    for name in names:
+        torch.manual_seed(0)
+        model = lk.create_model(name).eval()
+        optimized = lk.optimize_for_inference(model)
+        variants = {
+            "plain": _fast(_forward(model, x), False),
+            "auto": _fast(_forward(model, x), True),
+            "optimized": _fast(_forward(optimized, x), True),
+        }
+        try:
+            compiled = torch.compile(model)
+            _fast(_forward(compiled, x), True)()  # compile outside the timing
+            variants["compile"] = _fast(_forward(compiled, x), True)
+        except Exception as error:  # no C++ compiler, an inductor failure: say so in the table
+            print(f"torch.compile failed for {name}: {type(error).__name__}: {error}", flush=True)
+        try:
+            import onnxruntime
+
+            from largekernel.export import export_onnx
+
+            path = export_onnx(optimized_copy(model), Path(tempfile.mkdtemp()) / f"{name}.onnx", img_size=size)
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = threads
+            session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            feed = {session.get_inputs()[0].name: x.numpy()}
+            variants["onnx"] = lambda session=session, feed=feed: session.run(None, feed)
+        except ImportError as error:
+            print(f"ONNX column skipped: {error}", flush=True)
+        t = time_side_by_side(variants, repeats)
+
+        def cell(key: str) -> str:
+            return f"{t[key]:.1f} ({t['plain'] / t[key]:.2f}x)" if key in t else "n/a"
+
+        lines.append(f"| {name} | {t['plain']:.1f} | {cell('auto')} | {cell('optimized')} | {cell('compile')} "
+                     f"| {cell('onnx')} |")
+        print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
+def optimized_copy(model: nn.Module) -> nn.Module:
+    """What ``largekernel export`` writes: folded, NCHW."""
+    return lk.optimize_for_inference(model, channels_last=False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=["all", "modules", "models"], default="all")
+    parser.add_argument("--part", choices=["all", "modules", "models", "inference"], default="all")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--kernel-sizes", type=int, nargs="+", default=[23, 35, 53])
@@ -204,7 +272,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     header = (
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} thread(s), "
-        f"median of {args.repeats} interleaved runs"
+        f"median of {args.repeats} interleaved runs, load average {open('/proc/loadavg').read().split()[0]} at start"
     )
     print(header, flush=True)
     tables = [header]
@@ -212,6 +280,8 @@ def main() -> None:
         tables.append(module_table(args.repeats, args.kernel_sizes))
     if args.part in ("all", "models"):
         tables.append(model_table(args.repeats, args.models, args.batches, args.train_batch))
+    if args.part in ("all", "inference"):
+        tables.append(inference_table(args.repeats, args.models, args.threads))
     print("\n\n".join(tables))
 
 

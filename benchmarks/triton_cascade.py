@@ -2,7 +2,6 @@
 
     PYTHONPATH=src python benchmarks/triton_cascade.py                 # LSKA, all shapes/kernels/dtypes
     PYTHONPATH=src python benchmarks/triton_cascade.py --attention lka --dtypes bf16 --kernel-sizes 23
-    PYTHONPATH=src python benchmarks/triton_cascade.py --model-only    # VAN-LSKA-Tiny training throughput
 
 Per shape (batch 32; VAN's stages: dim 64/128/320/512 at 56/28/14/7), kernel size and dtype it
 times the depthwise cascade (the part the kernels replace, before conv1) forward and
@@ -12,15 +11,14 @@ of the GPU's peak. The bandwidth counts the unavoidable traffic only: forward re
 the output (2 tensors), forward+backward additionally reads x and grad_out and writes grad_x
 (5 tensors in all); weights are negligible.
 
-Then VAN-LSKA-Tiny training throughput (224x224, bfloat16 autocast, SGD step, NCHW) with the fused
-kernels off (eager) and on. Needs a CUDA GPU and triton; exits with a message otherwise.
+Model training throughput (eager vs auto) is in ``benchmarks/gpu_check.py``. Needs a CUDA GPU and
+triton; exits with a message otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import torch
 
@@ -130,53 +128,6 @@ def bench_cascades(args) -> None:
                       f"{_cells(fwd, 2 * tensor_gb, peak)} | {_cells(fwd_bwd, 5 * tensor_gb, peak)}", flush=True)
 
 
-def _synchronize() -> None:
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
-
-
-def bench_model_throughput(args) -> None:
-    import largekernel
-    from largekernel.kernels import fused_available, use_fused_kernels
-
-    if not hasattr(largekernel, "create_model"):
-        print("VAN-LSKA-Tiny throughput: skipped (largekernel.create_model not available on this branch)")
-        return
-    torch.manual_seed(0)
-    memory_format = torch.channels_last if args.model_channels_last else torch.contiguous_format
-    model = largekernel.create_model("van_lska_tiny").to(DEVICE).to(memory_format=memory_format)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    size = args.model_image_size
-    images = torch.randn(args.model_batch, 3, size, size, device=DEVICE).to(memory_format=memory_format)
-    labels = torch.randint(0, 1000, (args.model_batch,), device=DEVICE)
-    if not fused_available(images):
-        print("VAN-LSKA-Tiny throughput: note: the fused path is unavailable here, both rows run eager")
-
-    def step():
-        with torch.autocast(DEVICE, dtype=torch.bfloat16):
-            loss = torch.nn.functional.cross_entropy(model(images), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    results = {}
-    for label, enabled in (("eager (fused off)", False), ("fused Triton", True)):
-        with use_fused_kernels(enabled):
-            for _ in range(5):
-                step()
-            _synchronize()
-            start = time.perf_counter()
-            for _ in range(args.model_steps):
-                step()
-            _synchronize()
-        results[label] = args.model_steps * args.model_batch / (time.perf_counter() - start)
-    eager = results["eager (fused off)"]
-    print(f"\nVAN-LSKA-Tiny training, {size}x{size}, bf16 autocast, batch {args.model_batch}, "
-          f"{'channels_last' if args.model_channels_last else 'NCHW'}:")
-    for label, images_per_s in results.items():
-        print(f"  {label:<18} {images_per_s:8.1f} images/s  ({images_per_s / eager:.2f}x eager)")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--attention", choices=["lska", "lka"], default="lska")
@@ -186,12 +137,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channels-last", action="store_true", help="time channels_last inputs")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile column")
     parser.add_argument("--peak-gbps", type=float, default=None, help="override the detected peak bandwidth")
-    parser.add_argument("--model-only", action="store_true", help="only the VAN-LSKA-Tiny throughput")
-    parser.add_argument("--no-model", action="store_true", help="skip the VAN-LSKA-Tiny throughput")
-    parser.add_argument("--model-batch", type=int, default=64)
-    parser.add_argument("--model-steps", type=int, default=20)
-    parser.add_argument("--model-image-size", type=int, default=224)
-    parser.add_argument("--model-channels-last", action="store_true", help="train the model in channels_last")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("benchmarks/triton_cascade.py needs CUDA (a GPU); none is available here.", file=sys.stderr)
@@ -201,10 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("benchmarks/triton_cascade.py needs triton: pip install triton", file=sys.stderr)
         return 2
-    if not args.model_only:
-        bench_cascades(args)
-    if not args.no_model:
-        bench_model_throughput(args)
+    bench_cascades(args)
     return 0
 
 

@@ -112,5 +112,5 @@ def test_fold_batchnorm_into_conv_matches_a_direct_computation():
 def test_nothing_to_fold_is_a_clear_error():
     with pytest.raises(ValueError, match="nothing to fold"):
         lk.optimize_for_inference(nn.Sequential(nn.Linear(4, 4), nn.ReLU()))
-    with pytest.raises(TypeError, match="nn.Module"):
+    with pytest.raises(TypeError, match=r"nn\.Module"):
         lk.optimize_for_inference("van_b0")  # type: ignore[arg-type]

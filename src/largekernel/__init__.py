@@ -29,7 +29,7 @@ _EXPORTS: dict[str, str] = {
     "load_checkpoint": "largekernel.models",
     "save_checkpoint": "largekernel.models",
 }
-_SUBPACKAGES = ("analysis", "export", "inference", "integrations", "kernels", "layers", "models", "train")
+_SUBPACKAGES = ("analysis", "checkpoint_io", "constants", "export", "inference", "integrations", "kernels", "layers", "models", "train")
 
 __all__ = [*_EXPORTS, "__version__"]
 
@@ -47,6 +47,11 @@ if TYPE_CHECKING:
         lska_decomposition,
     )
     from .models import create_model, list_models, load_checkpoint, save_checkpoint
+
+# our models appear in timm's registry once timm is imported (now, or whenever it is); imports neither
+from .integrations import _timm_hook
+
+_timm_hook.install()
 
 
 def __getattr__(name: str) -> Any:

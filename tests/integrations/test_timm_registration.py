@@ -1,58 +1,55 @@
-"""timm registration: with a stand-in timm registry here, with the real timm where it imports."""
+"""timm registration against the real timm: import orders, registry entries, timm's own API."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
-import types
 
 import pytest
-import torch
 
-import largekernel as lk
-from largekernel.integrations import timm as timm_bridge
+pytest.importorskip("timm")
 
 
-@pytest.fixture
-def fresh_bridge(monkeypatch):
-    monkeypatch.setattr(timm_bridge, "_REGISTERED", [])
-    monkeypatch.setattr(timm_bridge._timm_entrypoints, "__all__", [])
-    return timm_bridge
+def _run_all(programs: list[str]) -> list[str]:
+    # fresh interpreters, started together (each imports torch and timm)
+    processes = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for code in programs
+    ]
+    outputs = []
+    for process in processes:
+        out, err = process.communicate(timeout=180)
+        assert process.returncode == 0, err
+        outputs.append(out.strip())
+    return outputs
 
 
-def test_skipped_cleanly_when_timm_cannot_import(fresh_bridge, monkeypatch):
-    monkeypatch.setitem(sys.modules, "timm", None)  # makes `import timm` raise ImportError
-    monkeypatch.setitem(sys.modules, "timm.models", None)
-    assert fresh_bridge.register_timm_models() == []
-    fresh_bridge.register_if_timm_imported()  # no error, nothing registered
-    assert fresh_bridge._REGISTERED == []
+def test_registered_in_either_import_order_and_import_alone_stays_light():
+    timm_first = "import timm, largekernel; print(timm.is_model('van_b0'), timm.is_model('smt_t'))"
+    largekernel_first = (
+        "import sys, largekernel; light = ('torch' in sys.modules, 'timm' in sys.modules); "
+        "import timm; print(light, timm.is_model('van_b0'), timm.is_model('smt_t'))"
+    )
+    assert _run_all([timm_first, largekernel_first]) == ["True True", "(False, False) True True"]
 
 
-def test_registers_every_model_in_a_timm_style_registry(fresh_bridge, monkeypatch):
-    entrypoints = {"resnet50": object()}
-    fake_models = types.ModuleType("timm.models")
-    fake_models.is_model = lambda name: name in entrypoints
-    def register_model(fn):  # what timm does with the defining module, in short
-        sys.modules[fn.__module__].__all__.append(fn.__name__)
-        return entrypoints.setdefault(fn.__name__, fn)
+def test_registry_holds_our_pretrained_cfgs_and_entrypoints():
+    import timm
 
-    fake_models.register_model = register_model
-    fake_timm = types.ModuleType("timm")
-    fake_timm.models = fake_models
-    monkeypatch.setitem(sys.modules, "timm", fake_timm)
-    monkeypatch.setitem(sys.modules, "timm.models", fake_models)
+    import largekernel as lk
 
-    lk.create_model("van_b0", depths=(1, 1, 1, 1))  # timm already imported: registration happens here
-    assert set(lk.list_models()) <= set(entrypoints)
-    model = entrypoints["van_lska_tiny"](pretrained=False, num_classes=3, depths=(1, 1, 1, 1), pretrained_cfg=None)
-    assert model.attention == "lska" and model.kernel_size == 23
-    assert model.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 3)
-    assert fresh_bridge.register_timm_models() == lk.list_models()  # idempotent
-    module = sys.modules[entrypoints["smt_t"].__module__]
-    assert all(getattr(module, name) is entrypoints[name] for name in module.__all__)
+    assert set(lk.list_models()) <= set(timm.list_models("*"))
+    cfg = timm.models.get_pretrained_cfg("van_b0")
+    assert cfg.tag == "in1k" and cfg.mean == (0.5, 0.5, 0.5) and cfg.crop_pct == 0.9 and cfg.interpolation == "bicubic"
+    assert cfg.first_conv == "stages.0.downsample.proj" and cfg.classifier == "head"
+    smt = timm.models.get_pretrained_cfg("smt_l")
+    assert smt.tag == "in22k_ft_in1k" and smt.mean == (0.485, 0.456, 0.406) and smt.crop_pct == 0.875
+    assert "van_b0.in1k" in timm.list_pretrained("van_b0*")
 
 
-def test_real_timm_creates_our_models(fresh_bridge):
-    timm = pytest.importorskip("timm")
-    fresh_bridge.register_timm_models()
+def test_real_timm_creates_our_models():
+    import timm
+
     model = timm.create_model("smt_t", pretrained=False, num_classes=5, depths=(1, 1, 2, 1))
     assert type(model).__name__ == "SMT" and model.num_classes == 5
+    assert model.pretrained_cfg["architecture"] == "smt_t" and model.default_cfg is model.pretrained_cfg

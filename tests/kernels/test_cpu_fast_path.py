@@ -1,4 +1,4 @@
-"""The fast CPU path of LKA/LSKA (and trivial variants) against the plain nn.Conv2d path and F.conv2d."""
+"""The cpu_nhwc backend of LKA/LSKA (and trivial variants) against the plain nn.Conv2d path and F.conv2d."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ import torch
 import torch.nn.functional as F
 
 import largekernel as lk
+from largekernel import kernels
 from largekernel.kernels import cpu as cpu_kernels
-from largekernel.kernels import fast_cpu_path, fast_cpu_path_enabled, set_fast_cpu_path
+
+
+def fast_cpu_path(fast: bool):
+    return kernels.backend("cpu_nhwc" if fast else "torch")
 
 LAYERS = [
     (lk.LSKA, 23),
@@ -102,12 +106,13 @@ def test_one_dimensional_convs_match_conv2d(kernel, dilation, height, width):
     weight = torch.randn(channels, 1, kernel, 1, requires_grad=True)
     bias = torch.randn(channels, requires_grad=True)
     pad = dilation * (kernel - 1) // 2
-    for fast, ref_kwargs, w in [
-        (cpu_kernels.depthwise_conv_h, {"padding": (pad, 0), "dilation": (dilation, 1)}, weight),
-        (cpu_kernels.depthwise_conv_w, {"padding": (0, pad), "dilation": (1, dilation)}, weight.transpose(2, 3)),
+    for ref_kwargs, w in [
+        ({"padding": (pad, 0), "dilation": (dilation, 1)}, weight),
+        ({"padding": (0, pad), "dilation": (1, dilation)}, weight.transpose(2, 3)),
     ]:
         grad = torch.randn(2, channels, height, width)
-        got = torch.autograd.grad(fast(x, w, bias, dilation), (x, weight, bias), grad)
+        with fast_cpu_path(True):
+            got = torch.autograd.grad(kernels.depthwise_cascade(x, [w], [bias], [dilation]), (x, weight, bias), grad)
         want = torch.autograd.grad(F.conv2d(x, w, bias, groups=channels, **ref_kwargs), (x, weight, bias), grad)
         for g, r in zip(got, want):
             torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5)
@@ -123,7 +128,8 @@ def test_square_conv_matches_conv2d(kernel, dilation, height, width):
     weight = torch.randn(channels, 1, kernel, kernel, requires_grad=True)
     bias = torch.randn(channels, requires_grad=True)
     grad = torch.randn(2, channels, height, width)
-    got = torch.autograd.grad(cpu_kernels.depthwise_conv_2d(x, weight, bias, dilation), (x, weight, bias), grad)
+    with fast_cpu_path(True):
+        got = torch.autograd.grad(kernels.depthwise_cascade(x, [weight], [bias], [dilation]), (x, weight, bias), grad)
     ref = F.conv2d(x, weight, bias, padding=dilation * (kernel - 1) // 2, dilation=dilation, groups=channels)
     want = torch.autograd.grad(ref, (x, weight, bias), grad)
     for g, r in zip(got, want):
@@ -136,7 +142,8 @@ def test_square_conv_impulse_response_is_the_flipped_kernel():
     weight = torch.arange(1.0, 10.0).view(1, 1, 3, 3)
     x = torch.zeros(1, 1, 7, 7)
     x[0, 0, 3, 3] = 1.0
-    y = cpu_kernels.depthwise_conv_2d(x, weight, None, dilation=2)
+    with fast_cpu_path(True):
+        y = kernels.depthwise_cascade(x, [weight], [None], [2])
     expected = torch.zeros(7, 7)
     expected[1:6:2, 1:6:2] = weight[0, 0].flip(0, 1)
     torch.testing.assert_close(y[0, 0], expected)
@@ -144,33 +151,35 @@ def test_square_conv_impulse_response_is_the_flipped_kernel():
 
 def test_layer_dispatches_to_fast_path_and_switch_turns_it_off(monkeypatch):
     calls = []
-    original = cpu_kernels.lska_forward
-    monkeypatch.setattr(cpu_kernels, "lska_forward", lambda m, x: calls.append(1) or original(m, x))
+    original = cpu_kernels.cascade_forward
+    monkeypatch.setattr(cpu_kernels, "cascade_forward", lambda *a: calls.append(1) or original(*a))
     module = lk.LSKA(4, 7)
     x = torch.randn(1, 4, 8, 8)
-    module(x)
+    with fast_cpu_path(True):
+        module(x)
     assert calls == [1]
     with fast_cpu_path(False):
-        assert not fast_cpu_path_enabled()
+        assert kernels.get_backend() == "torch"
         module(x)
-    assert calls == [1] and fast_cpu_path_enabled()
+    assert calls == [1]
 
 
-def test_fast_path_not_used_for_float64_or_tracing():
-    x = torch.randn(1, 4, 8, 8)
-    assert cpu_kernels.use_fast_cpu_path(x)
-    assert not cpu_kernels.use_fast_cpu_path(x.double())
+def test_fast_path_not_used_for_float64_or_tracing(monkeypatch):
+    calls = []
+    original = cpu_kernels.cascade_forward
+    monkeypatch.setattr(cpu_kernels, "cascade_forward", lambda *a: calls.append(1) or original(*a))
     module = lk.LSKA(4, 7)
-    with pytest.warns(torch.jit.TracerWarning):
-        traced = torch.jit.trace(module, x)
+    x = torch.randn(1, 4, 8, 8)
+    with fast_cpu_path(True):
+        module.double()(x.double())
+        module.float()
+        assert not calls
+        with pytest.warns(torch.jit.TracerWarning):
+            traced = torch.jit.trace(module, x, check_trace=False)
+    assert not calls
     # the traced graph holds the plain convs, not the fast path's reshapes
     kinds = {node.kind() for node in traced.inlined_graph.nodes()}
     assert "aten::_convolution" in kinds and "aten::bmm" not in kinds
-
-
-def test_set_fast_cpu_path_rejects_non_bool():
-    with pytest.raises(TypeError, match="bool"):
-        set_fast_cpu_path("yes")  # type: ignore[arg-type]
 
 
 def test_mac_counting_sees_the_plain_convs():

@@ -18,8 +18,8 @@ pytest.importorskip("triton")
 if os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("needs TRITON_INTERPRET=1 set before triton is imported", allow_module_level=True)
 
-from largekernel import LKA, LSKA
-from largekernel.kernels import fused_available, use_fused_kernels
+from largekernel import LKA, LSKA, kernels
+from largekernel.kernels import triton_available
 from largekernel.kernels import triton_cascade as tc
 
 DEPTHWISE = {
@@ -30,16 +30,17 @@ DEPTHWISE = {
 
 @pytest.fixture
 def fused_calls(monkeypatch):
-    """Counts calls of the fused cascade, so a test knows the module really took the fused path."""
+    """Counts calls of the fused forward, so a test knows the module really took the fused path."""
     calls = []
-    original = tc.depthwise_cascade
+    original = tc.fused_forward
 
     def spy(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(tc, "depthwise_cascade", spy)
-    return calls
+    monkeypatch.setattr(tc, "fused_forward", spy)
+    with kernels.backend("triton"):
+        yield calls
 
 
 @pytest.fixture
@@ -70,8 +71,8 @@ def _compare_module(cls, kernel_size, shape, fused_calls, dtype=torch.float32, c
     weight_out = torch.randn(shape, dtype=dtype)
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
-    assert fused_available(x)
-    with use_fused_kernels(False):
+    assert triton_available(x)
+    with kernels.backend("torch"):
         y_ref, g_ref = _module_grads(module, x, weight_out)
     assert not fused_calls
     y, g = _module_grads(module, x, weight_out)
@@ -228,7 +229,7 @@ def test_unsupported_plan_falls_back_to_plain(monkeypatch, fused_calls):
     monkeypatch.setattr(tc, "_TILED_BLOCKS", (16,))
     module = LSKA(2, 23)
     x = torch.randn(1, 2, 12, 12)
-    with use_fused_kernels(False):
+    with kernels.backend("torch"):
         want = module(x)
     torch.testing.assert_close(module(x), want)
     assert not fused_calls

@@ -82,7 +82,7 @@ def test_pickle_with_arbitrary_object_is_refused_not_executed(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": _van().state_dict(), "extra": _Payload()}, path)
     _EXECUTED.clear()
-    with pytest.raises(ValueError, match="refusing to load .*arbitrary code"):
+    with pytest.raises(ValueError, match=r"refusing to load .*arbitrary code"):
         lk.load_checkpoint(_van(), path)
     assert _EXECUTED == []
 
@@ -123,7 +123,7 @@ def test_num_classes_mismatch_drops_classifier_with_warning(tmp_path):
     with pytest.warns(UserWarning, match="1000 classes, the model 5"):
         lk.load_checkpoint(target, path)
     assert torch.equal(target.head.weight, fresh_head)
-    assert torch.equal(target.block3[1].mlp.fc1.weight, source.block3[1].mlp.fc1.weight)
+    assert torch.equal(target.stages[2].blocks[1].mlp.fc1.weight, source.stages[2].blocks[1].mlp.fc1.weight)
     headless = _van(num_classes=0)
     with pytest.warns(UserWarning, match="no classifier"):
         lk.load_checkpoint(headless, path)
@@ -131,17 +131,23 @@ def test_num_classes_mismatch_drops_classifier_with_warning(tmp_path):
 
 def test_mismatch_lists_missing_unexpected_and_shapes(tmp_path):
     state = _van().state_dict()
-    del state["block2.0.mlp.fc2.bias"]
-    state["block9.0.extra.weight"] = torch.zeros(1)
+    del state["stages.1.blocks.0.mlp.fc2.bias"]
+    state["stages.1.blocks.9.extra.weight"] = torch.zeros(1)
     path = tmp_path / "broken.pth"
     torch.save(state, path)
-    with pytest.raises(ValueError, match=r"(?s)missing keys \(1\): block2\.0\.mlp\.fc2\.bias.*unexpected keys \(1\): block9\.0\.extra\.weight"):
+    with pytest.raises(
+        ValueError,
+        match=r"(?s)missing keys \(1\): stages\.1\.blocks\.0\.mlp\.fc2\.bias.*unexpected keys \(1\): stages\.1\.blocks\.9\.extra\.weight",
+    ):
         lk.load_checkpoint(_van(), path)
     lk.load_checkpoint(_van(), path, strict=False)  # non-strict loads what fits
 
     k7 = tmp_path / "lska_k7.safetensors"
     lk.save_checkpoint(lk.create_model("van_lska_tiny", kernel_size=7, **TINY_VAN), k7)
-    with pytest.raises(ValueError, match=r"shape differences.*conv_spatial_h\.weight: checkpoint \(32, 1, 1, 3\) vs model \(32, 1, 1, 7\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"shape differences.*conv_spatial_h\.weight: checkpoint \(32, 1, 1, 3\) vs model \(32, 1, 1, 7\)",
+    ):
         lk.load_checkpoint(lk.create_model("van_lska_tiny", **TINY_VAN), k7)
 
 
@@ -156,21 +162,33 @@ def test_missing_file_and_no_state_dict(tmp_path):
 def test_features_only_model_loads_a_full_checkpoint(tmp_path):
     source = randomize_(_van())
     path = lk.save_checkpoint(source, tmp_path / "full.safetensors")
-    features = lk.create_model("van_b0", features_only=True, out_indices=(0, 1), checkpoint_path=path, depths=TINY_VAN["depths"])
-    assert torch.equal(features.block2[0].attn.proj_1.weight, source.block2[0].attn.proj_1.weight)
+    features = lk.create_model(
+        "van_b0", features_only=True, out_indices=(0, 1), checkpoint_path=path, depths=TINY_VAN["depths"]
+    )
+    assert torch.equal(
+        features.model.stages[1].blocks[0].attn.proj_1.weight, source.stages[1].blocks[0].attn.proj_1.weight
+    )
 
 
 def test_smt_reference_checkpoint_under_model_key(tmp_path):
     source = randomize_(lk.create_model("smt_t", embed_dims=(16, 16, 32, 32), depths=(1, 1, 2, 1), num_classes=10))
     torch.save({"model": source.state_dict(), "epoch": 300, "max_accuracy": 82.2}, tmp_path / "smt.pth")
-    target = lk.create_model("smt_t", embed_dims=(16, 16, 32, 32), depths=(1, 1, 2, 1), num_classes=10, checkpoint_path=tmp_path / "smt.pth")
+    target = lk.create_model(
+        "smt_t", embed_dims=(16, 16, 32, 32), depths=(1, 1, 2, 1), num_classes=10, checkpoint_path=tmp_path / "smt.pth"
+    )
     assert _same_weights(source, target)
     # a detector's checkpoint: backbone.* plus neck/head weights
     detector = {"backbone." + k: v for k, v in source.state_dict().items() if not k.startswith("head.")}
     detector["neck.lateral.weight"] = torch.zeros(3)
     torch.save({"state_dict": detector}, tmp_path / "det.pth")
-    backbone = lk.create_model("smt_t", embed_dims=(16, 16, 32, 32), depths=(1, 1, 2, 1), features_only=True, checkpoint_path=tmp_path / "det.pth")
-    assert torch.equal(backbone.block3[1].attn.kv.weight, source.block3[1].attn.kv.weight)
+    backbone = lk.create_model(
+        "smt_t",
+        embed_dims=(16, 16, 32, 32),
+        depths=(1, 1, 2, 1),
+        features_only=True,
+        checkpoint_path=tmp_path / "det.pth",
+    )
+    assert torch.equal(backbone.model.stages[2].blocks[1].attn.kv.weight, source.stages[2].blocks[1].attn.kv.weight)
 
 
 # -- foreign layouts: HuggingFace transformers VanModel and mmpretrain VAN ------------------------
@@ -180,21 +198,36 @@ HF_FIRST_LAYER = {
     for name in [
         *(f"pre_normomalization.{s}" for s in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")),
         *(f"post_normalization.{s}" for s in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")),
-        "attention.pre_projection.conv.weight", "attention.pre_projection.conv.bias",
-        "attention.attention_layer.attention.depth_wise.weight", "attention.attention_layer.attention.depth_wise.bias",
-        "attention.attention_layer.attention.depth_wise_dilated.weight", "attention.attention_layer.attention.depth_wise_dilated.bias",
-        "attention.attention_layer.attention.point_wise.weight", "attention.attention_layer.attention.point_wise.bias",
-        "attention.post_projection.weight", "attention.post_projection.bias",
-        "attention_scaling.weight", "mlp_scaling.weight",
-        "mlp.in_dense.weight", "mlp.in_dense.bias", "mlp.depth_wise.weight", "mlp.depth_wise.bias",
-        "mlp.out_dense.weight", "mlp.out_dense.bias",
+        "attention.pre_projection.conv.weight",
+        "attention.pre_projection.conv.bias",
+        "attention.attention_layer.attention.depth_wise.weight",
+        "attention.attention_layer.attention.depth_wise.bias",
+        "attention.attention_layer.attention.depth_wise_dilated.weight",
+        "attention.attention_layer.attention.depth_wise_dilated.bias",
+        "attention.attention_layer.attention.point_wise.weight",
+        "attention.attention_layer.attention.point_wise.bias",
+        "attention.post_projection.weight",
+        "attention.post_projection.bias",
+        "attention_scaling.weight",
+        "mlp_scaling.weight",
+        "mlp.in_dense.weight",
+        "mlp.in_dense.bias",
+        "mlp.depth_wise.weight",
+        "mlp.depth_wise.bias",
+        "mlp.out_dense.weight",
+        "mlp.out_dense.bias",
     ]
 }
 HF_OTHERS = {
-    "van.encoder.stages.0.embeddings.convolution.weight", "van.encoder.stages.0.embeddings.convolution.bias",
-    "van.encoder.stages.0.embeddings.normalization.running_var", "van.encoder.stages.0.normalization.weight",
-    "van.encoder.stages.3.normalization.bias", "van.layernorm.weight", "van.layernorm.bias",
-    "classifier.weight", "classifier.bias",
+    "van.encoder.stages.0.embeddings.convolution.weight",
+    "van.encoder.stages.0.embeddings.convolution.bias",
+    "van.encoder.stages.0.embeddings.normalization.running_var",
+    "van.encoder.stages.0.normalization.weight",
+    "van.encoder.stages.3.normalization.bias",
+    "van.layernorm.weight",
+    "van.layernorm.bias",
+    "classifier.weight",
+    "classifier.bias",
 }
 # Written out from mmpretrain's backbones/van.py (VAN, VANBlock, LKA, MixFFN) and LinearClsHead.
 MM_FIRST_BLOCK = {
@@ -202,17 +235,34 @@ MM_FIRST_BLOCK = {
     for name in [
         *(f"norm1.{s}" for s in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")),
         *(f"norm2.{s}" for s in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")),
-        "attn.proj_1.weight", "attn.proj_1.bias", "attn.proj_2.weight", "attn.proj_2.bias",
-        "attn.spatial_gating_unit.DW_conv.weight", "attn.spatial_gating_unit.DW_conv.bias",
-        "attn.spatial_gating_unit.DW_D_conv.weight", "attn.spatial_gating_unit.DW_D_conv.bias",
-        "attn.spatial_gating_unit.conv1.weight", "attn.spatial_gating_unit.conv1.bias",
-        "layer_scale_1", "layer_scale_2",
-        "mlp.fc1.weight", "mlp.fc1.bias", "mlp.dwconv.weight", "mlp.dwconv.bias", "mlp.fc2.weight", "mlp.fc2.bias",
+        "attn.proj_1.weight",
+        "attn.proj_1.bias",
+        "attn.proj_2.weight",
+        "attn.proj_2.bias",
+        "attn.spatial_gating_unit.DW_conv.weight",
+        "attn.spatial_gating_unit.DW_conv.bias",
+        "attn.spatial_gating_unit.DW_D_conv.weight",
+        "attn.spatial_gating_unit.DW_D_conv.bias",
+        "attn.spatial_gating_unit.conv1.weight",
+        "attn.spatial_gating_unit.conv1.bias",
+        "layer_scale_1",
+        "layer_scale_2",
+        "mlp.fc1.weight",
+        "mlp.fc1.bias",
+        "mlp.dwconv.weight",
+        "mlp.dwconv.bias",
+        "mlp.fc2.weight",
+        "mlp.fc2.bias",
     ]
 }
 MM_OTHERS = {
-    "backbone.patch_embed1.projection.weight", "backbone.patch_embed1.projection.bias",
-    "backbone.patch_embed1.norm.running_mean", "backbone.norm1.weight", "backbone.norm4.bias", "head.fc.weight", "head.fc.bias",
+    "backbone.patch_embed1.projection.weight",
+    "backbone.patch_embed1.projection.bias",
+    "backbone.patch_embed1.norm.running_mean",
+    "backbone.norm1.weight",
+    "backbone.norm4.bias",
+    "head.fc.weight",
+    "head.fc.bias",
 }
 
 
@@ -254,8 +304,12 @@ def test_van_detection_checkpoint_in_reference_names(tmp_path):
     state = {"backbone." + k: v for k, v in source.state_dict().items() if not k.startswith("head.")}
     state["decode_head.conv_seg.weight"] = torch.zeros(2, 2)
     torch.save({"meta": {"iter": 160000}, "state_dict": state}, tmp_path / "upernet.pth")
-    backbone = lk.create_model("van_b0", features_only=True, depths=TINY_VAN["depths"], checkpoint_path=tmp_path / "upernet.pth")
-    assert torch.equal(backbone.block3[1].mlp.dwconv.dwconv.weight, source.block3[1].mlp.dwconv.dwconv.weight)
+    backbone = lk.create_model(
+        "van_b0", features_only=True, depths=TINY_VAN["depths"], checkpoint_path=tmp_path / "upernet.pth"
+    )
+    assert torch.equal(
+        backbone.model.stages[2].blocks[1].mlp.dwconv.dwconv.weight, source.stages[2].blocks[1].mlp.dwconv.dwconv.weight
+    )
 
 
 def test_mm_lska_layout_round_trip():
@@ -276,7 +330,9 @@ def test_pretrained_offline_says_which_file_is_needed(tmp_path, monkeypatch):
     with pytest.raises(checkpoint_module.WeightsUnavailableError) as error:
         lk.create_model("van_b0", pretrained=True)
     message = str(error.value)
-    assert "https://huggingface.co/Visual-Attention-Network/VAN-Tiny-original/resolve/main/van_tiny_754.pth.tar" in message
+    assert (
+        "https://huggingface.co/Visual-Attention-Network/VAN-Tiny-original/resolve/main/van_tiny_754.pth.tar" in message
+    )
     assert "checkpoint_path" in message and str(tmp_path) in message
 
 

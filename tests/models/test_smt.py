@@ -26,7 +26,7 @@ def _meta_model(name: str, **overrides):
 def test_smt_params_and_keys_equal_published(name, official):
     model = _meta_model(name)
     assert count_parameters(model) == official[name]["params"]
-    assert {k: list(v.shape) for k, v in model.state_dict().items()} == official[name]["state_dict"]
+    assert {k: list(v.shape) for k, v in model.released_state_dict().items()} == official[name]["state_dict"]
 
 
 @pytest.mark.parametrize("name", SMT_VARIANTS)
@@ -66,11 +66,19 @@ def _reference_sam(x, sd, p, h, w, heads):
     s = _linear(x, sd, p + "s.").reshape(b, h, w, heads, c // heads).permute(3, 0, 4, 1, 2)
     outs = []
     for i in range(heads):
-        y = F.conv2d(s[i], sd[p + f"local_conv_{i + 1}.weight"], sd[p + f"local_conv_{i + 1}.bias"], padding=1 + i, groups=c // heads)
+        y = F.conv2d(
+            s[i],
+            sd[p + f"local_conv_{i + 1}.weight"],
+            sd[p + f"local_conv_{i + 1}.bias"],
+            padding=1 + i,
+            groups=c // heads,
+        )
         outs.append(y.reshape(b, c // heads, -1, h, w))
     s_out = torch.cat(outs, 2).reshape(b, c, h, w)
     s_out = F.conv2d(s_out, sd[p + "proj0.weight"], sd[p + "proj0.bias"], groups=c // heads)
-    s_out = F.batch_norm(s_out, sd[p + "bn.running_mean"], sd[p + "bn.running_var"], sd[p + "bn.weight"], sd[p + "bn.bias"])
+    s_out = F.batch_norm(
+        s_out, sd[p + "bn.running_mean"], sd[p + "bn.running_var"], sd[p + "bn.weight"], sd[p + "bn.bias"]
+    )
     s_out = F.conv2d(F.gelu(s_out), sd[p + "proj1.weight"], sd[p + "proj1.bias"]).reshape(b, c, n).permute(0, 2, 1)
     return _linear(s_out * v, sd, p + "proj.")
 
@@ -80,12 +88,20 @@ def _reference_msa(x, sd, p, h, w, heads):
     q = _linear(x, sd, p + "q.").reshape(b, n, heads, c // heads).permute(0, 2, 1, 3)
     k, v = _linear(x, sd, p + "kv.").reshape(b, -1, 2, heads, c // heads).permute(2, 0, 3, 1, 4)
     attn = ((q @ k.transpose(-2, -1)) * (c // heads) ** -0.5).softmax(dim=-1)
-    local = F.conv2d(v.transpose(1, 2).reshape(b, n, c).transpose(1, 2).reshape(b, c, h, w), sd[p + "local_conv.weight"], sd[p + "local_conv.bias"], padding=1, groups=c)
+    local = F.conv2d(
+        v.transpose(1, 2).reshape(b, n, c).transpose(1, 2).reshape(b, c, h, w),
+        sd[p + "local_conv.weight"],
+        sd[p + "local_conv.bias"],
+        padding=1,
+        groups=c,
+    )
     x = (attn @ v).transpose(1, 2).reshape(b, n, c) + local.reshape(b, c, n).transpose(1, 2)
     return _linear(x, sd, p + "proj.")
 
 
-def reference_smt_forward(sd, x, depths, head_conv=3, ca_heads=(4, 4, 4, -1), sa_heads=(-1, -1, 8, 16), ca_attentions=(1, 1, 1, 0)):
+def reference_smt_forward(
+    sd, x, depths, head_conv=3, ca_heads=(4, 4, 4, -1), sa_heads=(-1, -1, 8, 16), ca_attentions=(1, 1, 1, 0)
+):
     b = x.shape[0]
     for i, depth in enumerate(depths):
         if i == 0:
@@ -94,7 +110,9 @@ def reference_smt_forward(sd, x, depths, head_conv=3, ca_heads=(4, 4, 4, -1), sa
             x = F.relu(F.batch_norm(x, sd[p + "running_mean"], sd[p + "running_var"], sd[p + "weight"], sd[p + "bias"]))
             x = F.conv2d(x, sd["patch_embed1.conv.3.weight"], sd["patch_embed1.conv.3.bias"], stride=2)
         else:
-            x = F.conv2d(x, sd[f"patch_embed{i + 1}.proj.weight"], sd[f"patch_embed{i + 1}.proj.bias"], stride=2, padding=1)
+            x = F.conv2d(
+                x, sd[f"patch_embed{i + 1}.proj.weight"], sd[f"patch_embed{i + 1}.proj.bias"], stride=2, padding=1
+            )
         h, w = x.shape[-2:]
         x = _ln(x.flatten(2).transpose(1, 2), sd, f"patch_embed{i + 1}.norm.", 1e-5)
         for j in range(depth):
@@ -105,7 +123,13 @@ def reference_smt_forward(sd, x, depths, head_conv=3, ca_heads=(4, 4, 4, -1), sa
             else:
                 x = x + _reference_msa(y, sd, p + "attn.", h, w, sa_heads[i])
             y = _linear(_ln(x, sd, p + "norm2.", 1e-6), sd, p + "mlp.fc1.")
-            local = F.conv2d(_to_map(y, h, w), sd[p + "mlp.dwconv.dwconv.weight"], sd[p + "mlp.dwconv.dwconv.bias"], padding=1, groups=y.shape[-1])
+            local = F.conv2d(
+                _to_map(y, h, w),
+                sd[p + "mlp.dwconv.dwconv.weight"],
+                sd[p + "mlp.dwconv.dwconv.bias"],
+                padding=1,
+                groups=y.shape[-1],
+            )
             y = F.gelu(y + local.flatten(2).transpose(1, 2))
             x = x + _linear(y, sd, p + "mlp.fc2.")
         x = _ln(x, sd, f"norm{i + 1}.", 1e-6)
@@ -119,7 +143,7 @@ def test_smt_forward_equals_independent_reference(head_conv):
     model = randomize_(lk.create_model("smt_t", head_conv=head_conv, **SMALL)).eval()
     x = torch.randn(2, 3, 64, 96)
     with torch.no_grad():
-        expected = reference_smt_forward(model.state_dict(), x, SMALL["depths"], head_conv)
+        expected = reference_smt_forward(model.released_state_dict(), x, SMALL["depths"], head_conv)
         torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-4)
 
 
@@ -134,7 +158,7 @@ def test_msa_equals_explicit_softmax_attention():
 
 def test_sam_token_form_in_smt_equals_reference_and_nchw_form():
     model = randomize_(lk.create_model("smt_t", **SMALL)).eval()
-    sam = model.block1[0].attn
+    sam = model.stages[0].blocks[0].attn
     x = torch.randn(2, 6 * 5, 64)
     with torch.no_grad():
         tokens = sam.forward_tokens(x, 6, 5)
@@ -145,13 +169,16 @@ def test_sam_token_form_in_smt_equals_reference_and_nchw_form():
 
 def test_smt_stage_layout_is_sam_then_mix_then_msa():
     model = _meta_model("smt_s")
-    kinds = [[type(block.attn).__name__ for block in getattr(model, f"block{i}")] for i in range(1, 5)]
+    kinds = [[type(block.attn).__name__ for block in stage.blocks] for stage in model.stages]
     assert kinds[0] == ["SAM"] * 3 and kinds[1] == ["SAM"] * 4
     assert kinds[2] == ["SAM", "MSA"] * 9 and kinds[3] == ["MSA"] * 2
 
 
 # -- the timm surface ---------------------------------------------------------------------------
-@pytest.mark.parametrize(("size", "expected"), [((224, 224), [(56, 56), (28, 28), (14, 14), (7, 7)]), ((97, 131), [(24, 33), (12, 17), (6, 9), (3, 5)])])
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [((224, 224), [(56, 56), (28, 28), (14, 14), (7, 7)]), ((97, 131), [(24, 33), (12, 17), (6, 9), (3, 5)])],
+)
 def test_smt_features_only_shapes(size, expected):
     # stem: 3x3/2 pad 1 (ceil(n/2)) then 2x2/2 (floor); later 3x3/2 pad 1 (ceil)
     model = lk.create_model("smt_t", features_only=True, depths=(1, 1, 2, 1)).eval()
@@ -183,7 +210,7 @@ def test_smt_head_reset_and_grad_checkpointing():
 
 def test_smt_layerscale_override_adds_gammas():
     model = _meta_model("smt_t", use_layerscale=True, layerscale_value=1e-3)
-    assert model.block1[0].gamma_1.shape == (64,) and "block4.0.gamma_2" in model.state_dict()
+    assert model.stages[0].blocks[0].gamma_1.shape == (64,) and "block4.0.gamma_2" in model.released_state_dict()
 
 
 # -- bad input ----------------------------------------------------------------------------------

@@ -9,12 +9,21 @@ from model_helpers import randomize_
 
 import largekernel as lk
 from largekernel.analysis.complexity import count_macs, count_parameters
+from largekernel.models._common import from_released_layout
 
 VAN_VARIANTS = ["van_b0", "van_b1", "van_b2", "van_b3", "van_b4", "van_b5", "van_b6"]
 LSKA_VARIANTS = {"tiny": "van_lska_tiny", "small": "van_lska_small", "base": "van_lska_base"}
 LSKA_KERNELS = [7, 11, 23, 35, 41, 53]
 # ARCHITECTURES.md section 1: published GFLOPs (MACs) at 224
-PUBLISHED_GMACS = {"van_b0": 0.88, "van_b1": 2.5, "van_b2": 5.0, "van_b3": 9.0, "van_b4": 12.2, "van_b5": 17.2, "van_b6": 38.9}
+PUBLISHED_GMACS = {
+    "van_b0": 0.88,
+    "van_b1": 2.5,
+    "van_b2": 5.0,
+    "van_b3": 9.0,
+    "van_b4": 12.2,
+    "van_b5": 17.2,
+    "van_b6": 38.9,
+}
 # ARCHITECTURES.md section 2: VAN-Tiny, (params M, GMACs) per kernel size and design
 VAN_TINY_TABLE = {
     7: {"lka_trivial": (4.064, 0.848), "lka": (4.016, 0.829), "lska_trivial": (4.010, 0.826), "lska": (4.010, 0.825)},
@@ -29,7 +38,11 @@ def _meta_model(name: str, **overrides):
 
 
 def _shapes(model) -> dict[str, list[int]]:
-    return {key: list(value.shape) for key, value in model.state_dict().items()}
+    # our keys (stages.N...) in the released layout (patch_embedN/blockN/normN); the map is one-to-one
+    released = model.released_state_dict()
+    assert len(released) == len(model.state_dict())
+    assert from_released_layout(released).keys() == model.state_dict().keys()
+    return {key: list(value.shape) for key, value in released.items()}
 
 
 @pytest.mark.parametrize("name", VAN_VARIANTS)
@@ -76,7 +89,9 @@ def test_van_tiny_kernel_table_reproduced(kernel_size):
 
 # -- an independent forward, written from the reference code's structure -------------------------
 def _bn(x, sd, prefix):
-    return F.batch_norm(x, sd[prefix + "running_mean"], sd[prefix + "running_var"], sd[prefix + "weight"], sd[prefix + "bias"], eps=1e-5)
+    return F.batch_norm(
+        x, sd[prefix + "running_mean"], sd[prefix + "running_var"], sd[prefix + "weight"], sd[prefix + "bias"], eps=1e-5
+    )
 
 
 def _conv(x, sd, prefix, **kwargs):
@@ -114,20 +129,20 @@ def reference_van_forward(sd, x, depths, gating=_reference_lka):
             y = F.gelu(_conv(y, sd, b + "mlp.dwconv.dwconv.", padding=1, groups=y.shape[1]))
             x = x + sd[b + "layer_scale_2"].view(-1, 1, 1) * _conv(y, sd, b + "mlp.fc2.")
         batch, channels, height, width = x.shape
-        tokens = F.layer_norm(x.flatten(2).transpose(1, 2), (channels,), sd[f"norm{i + 1}.weight"], sd[f"norm{i + 1}.bias"], 1e-6)
+        tokens = F.layer_norm(
+            x.flatten(2).transpose(1, 2), (channels,), sd[f"norm{i + 1}.weight"], sd[f"norm{i + 1}.bias"], 1e-6
+        )
         if i != len(depths) - 1:
             x = tokens.reshape(batch, height, width, channels).permute(0, 3, 1, 2)
     return F.linear(tokens.mean(dim=1), sd["head.weight"], sd["head.bias"])
 
 
-@pytest.mark.parametrize(
-    ("name", "gating"), [("van_b0", _reference_lka), ("van_lska_tiny", _reference_lska_23)]
-)
+@pytest.mark.parametrize(("name", "gating"), [("van_b0", _reference_lka), ("van_lska_tiny", _reference_lska_23)])
 def test_van_forward_equals_independent_reference(name, gating):
     model = randomize_(lk.create_model(name, num_classes=10)).eval()
     x = torch.randn(1, 3, 32, 40)
     with torch.no_grad():
-        expected = reference_van_forward(model.state_dict(), x, model.depths, gating)
+        expected = reference_van_forward(model.released_state_dict(), x, model.depths, gating)
         torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-4)
 
 
@@ -150,13 +165,14 @@ def test_van_features_only_shapes(size):
 def test_van_features_only_equal_full_model_stages_and_prune_unused():
     full = randomize_(lk.create_model("van_b0", depths=(1, 2, 1, 1))).eval()
     features = lk.create_model("van_b0", depths=(1, 2, 1, 1), features_only=True, out_indices=(1, 2))
-    result = features.load_state_dict({k: v for k, v in full.state_dict().items() if k in features.state_dict()})
+    backbone = features.model  # the pruned model inside timm's FeatureGetterNet
+    result = backbone.load_state_dict({k: v for k, v in full.state_dict().items() if k in backbone.state_dict()})
     assert not result.missing_keys
-    assert not any(k.startswith(("block4.", "head.")) for k in features.state_dict())
+    assert not any(k.startswith(("stages.3.", "head.")) for k in backbone.state_dict())
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         maps = features.eval()(x)
-        expected = full.forward_intermediates(x, (1, 2))
+        expected = full.forward_intermediates(x, (1, 2), intermediates_only=True)
     assert [m.shape[1] for m in maps] == [64, 160]
     for got, want in zip(maps, expected):
         torch.testing.assert_close(got, want)
@@ -203,7 +219,7 @@ def test_van_grad_checkpointing_updates_batchnorm_statistics_once():
 
 def test_van_any_kernel_and_dilation_override():
     model = lk.create_model("van_b0", kernel_size=31, dilation=4, depths=(1, 1, 1, 1), num_classes=5).eval()
-    unit = model.block1[0].attn.spatial_gating_unit
+    unit = model.stages[0].blocks[0].attn.spatial_gating_unit
     assert unit.conv_spatial.dilation == (4, 4) and unit.conv0.kernel_size == (7, 7)
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 5)
 

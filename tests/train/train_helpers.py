@@ -15,9 +15,23 @@ torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[2]
 # A VAN-LSKA small enough for a test to train in seconds on 16 px images.
 TINY_MODEL_ARGS = {"embed_dims": [8, 16], "depths": [1, 1], "mlp_ratios": [2, 2]}
+# the light recipe (no Mixup or RandAugment): a few steps on 48 images must visibly learn
 TINY_TRAIN = [
-    "--model", "van_lska_tiny", "--model-args", json.dumps(TINY_MODEL_ARGS), "--kernel-size", "7",
-    "--img-size", "16", "--batch-size", "32", "--threads", "1", "--quiet",
+    "--model",
+    "van_lska_tiny",
+    "--model-args",
+    json.dumps(TINY_MODEL_ARGS),
+    "--kernel-size",
+    "7",
+    "--img-size",
+    "16",
+    "--batch-size",
+    "32",
+    "--threads",
+    "1",
+    "--recipe",
+    "digits",
+    "--quiet",
 ]
 
 

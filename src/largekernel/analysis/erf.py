@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models._common import IMAGENET_MEAN, IMAGENET_STD  # one definition for the package
+from ..constants import IMAGENET_MEAN, IMAGENET_STD  # one definition for the package
 
 __all__ = [
     "DEFAULT_THRESHOLDS",

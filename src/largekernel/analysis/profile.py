@@ -377,7 +377,7 @@ def stage3_mixers(dim: int = 256) -> dict[str, nn.Module]:
     (4 heads, expand 2) and SMT's multi-head self-attention (8 heads), all at the same width.
     """
     from ..layers import SAM, SpatialGatingAttention
-    from ..models.smt import MSA
+    from ..layers.mhsa import MSA
 
     return {
         "LKA k=21 (VAN)": SpatialGatingAttention(dim, "lka", 21),

@@ -1,4 +1,4 @@
-"""Fast CPU forward and backward for the large-kernel attention layers (LKA, LSKA and the trivial designs).
+"""The NHWC CPU backend (``"cpu_nhwc"``): the depthwise cascades as PyTorch's fast CPU case.
 
 PyTorch's CPU depthwise convolution is fast only in a narrow case: channels_last (NHWC) memory,
 a ``(K, 1)`` kernel (along H), and, for the backward pass, no dilation. In NCHW, with a ``(1, K)``
@@ -14,91 +14,27 @@ cascades into that fast case, with views where possible and one copy where not:
 * 2-D ``K x K`` (LKA, LKA-trivial): dilation is removed by space-to-depth (the ``d*d`` residue
   grids become batch entries); the weight gradient is ``K`` one-dimensional weight gradients
   between row-shifted views of one padded copy of the input and of the output gradient.
-* NCHW in, NCHW out: one layout copy at the entry; the final 1x1 conv writes NCHW directly.
+* NCHW in, NCHW out: one layout copy at the entry; the final 1x1 conv writes NCHW directly
+  (:func:`gate`).
 
-The plain PyTorch forward of each layer stays as it is; the layers call :func:`use_fast_cpu_path`
-and, when it says yes, the matching ``*_forward`` here. ``set_fast_cpu_path(False)`` (or
-``LARGEKERNEL_FAST_CPU=0``) switches the whole thing off.
+These are plain functions of tensors without autograd: :mod:`largekernel.kernels.ops` wraps
+:func:`cascade_forward` / :func:`cascade_backward` in the ``largekernel::depthwise_cascade`` op.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Iterator
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torch.utils import _python_dispatch
 
-__all__ = [
-    "depthwise_conv_2d",
-    "depthwise_conv_h",
-    "depthwise_conv_w",
-    "fast_cpu_path",
-    "fast_cpu_path_enabled",
-    "lka_forward",
-    "lka_trivial_forward",
-    "lska_forward",
-    "lska_trivial_forward",
-    "set_fast_cpu_path",
-    "use_fast_cpu_path",
-]
+__all__ = ["cascade_backward", "cascade_forward", "gate", "stage_supported"]
 
 _CL = torch.channels_last
-_FAST_DTYPES = (torch.float32, torch.bfloat16)
-_enabled = os.environ.get("LARGEKERNEL_FAST_CPU", "1") not in ("0", "false", "False", "no")
+DTYPES = (torch.float32, torch.bfloat16)
 _conv_backward = torch.ops.aten.convolution_backward
 # below this many pixels per map the 2-D weight gradient uses PyTorch's own kernel (measured crossover ~20x20-28x28)
 _ROW_TRICK_MIN_PIXELS = 24 * 24
-
-
-def set_fast_cpu_path(enabled: bool) -> None:
-    """Turn the fast CPU path of LKA/LSKA (and their trivial variants) on or off for the process."""
-    global _enabled
-    if not isinstance(enabled, bool):
-        raise TypeError(f"set_fast_cpu_path: enabled must be a bool, got {type(enabled).__name__}")
-    _enabled = enabled
-
-
-def fast_cpu_path_enabled() -> bool:
-    """Whether the fast CPU path is switched on (it still applies only where :func:`use_fast_cpu_path` says so)."""
-    return _enabled
-
-
-@contextlib.contextmanager
-def fast_cpu_path(enabled: bool) -> Iterator[None]:
-    """Context manager: ``with fast_cpu_path(False): ...`` runs the plain PyTorch path."""
-    previous = _enabled
-    set_fast_cpu_path(enabled)
-    try:
-        yield
-    finally:
-        set_fast_cpu_path(previous)
-
-
-def _exporting_or_compiling() -> bool:
-    # tracers, compilers and dispatch modes (FlopCounterMode in count_macs, FakeTensorMode) should
-    # see the plain graph: ONNX wants standard convs, and MAC counts must not see our padded views
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
-        return True
-    if _python_dispatch._get_current_dispatch_mode() is not None:
-        return True
-    compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and compiler.is_compiling())
-
-
-def use_fast_cpu_path(x: torch.Tensor) -> bool:
-    """True when ``x`` should take the fast CPU path: switch on, CPU float32/bfloat16 4-D tensor, not exporting."""
-    return (
-        _enabled
-        and x.device.type == "cpu"
-        and x.dtype in _FAST_DTYPES
-        and x.dim() == 4
-        and x.numel() > 0
-        and not _exporting_or_compiling()
-    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -162,7 +98,7 @@ def _batch_to_space(y: torch.Tensor, dilation: int, height: int, width: int) -> 
 
 
 # ----------------------------------------------------------------------------------------------
-# depthwise convolutions ('same' padding, stride 1), NHWC in and out
+# weight gradients through the fast cases
 
 
 def _column_weight_grad(x: torch.Tensor, grad: torch.Tensor, weight: torch.Tensor, dilation: int) -> torch.Tensor:
@@ -175,48 +111,6 @@ def _column_weight_grad(x: torch.Tensor, grad: torch.Tensor, weight: torch.Tenso
     )[1]
 
 
-class _DilatedColumnConv(torch.autograd.Function):
-    """Depthwise ``(K, 1)`` conv with dilation along H; native forward, backward through the fast undilated case."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, dilation):  # type: ignore[override]
-        ctx.dilation = dilation
-        ctx.has_bias = bias is not None
-        ctx.save_for_backward(x, weight)
-        padding = dilation * (weight.shape[2] - 1) // 2
-        return F.conv2d(x, weight, bias, padding=(padding, 0), dilation=(dilation, 1), groups=x.shape[1])
-
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        x, weight = ctx.saved_tensors
-        d = ctx.dilation
-        grad = _nhwc(grad)
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            # correlation with the flipped kernel: a forward conv, fast natively
-            padding = d * (weight.shape[2] - 1) // 2
-            grad_x = F.conv2d(grad, weight.flip(2), None, padding=(padding, 0), dilation=(d, 1), groups=x.shape[1])
-        if ctx.needs_input_grad[1]:
-            grad_w = _column_weight_grad(x, grad, weight, d)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad.sum((0, 2, 3))
-        return grad_x, grad_w, grad_b, None
-
-
-def depthwise_conv_h(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dilation: int = 1) -> torch.Tensor:
-    """Depthwise ``(K, 1)`` conv along H, 'same' padding; ``x`` NHWC ``(N, C, H, W)``, ``weight`` ``(C, 1, K, 1)``."""
-    x = _nhwc(x)
-    if dilation == 1:
-        return F.conv2d(x, weight, bias, padding=((weight.shape[2] - 1) // 2, 0), groups=x.shape[1])
-    return _DilatedColumnConv.apply(x, weight, bias, dilation)
-
-
-def depthwise_conv_w(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dilation: int = 1) -> torch.Tensor:
-    """Depthwise ``(1, K)`` conv along W, 'same' padding; ``weight`` ``(C, 1, 1, K)``; runs as ``(K, 1)`` on rows."""
-    x = _nhwc(x)
-    rows = depthwise_conv_h(_rows_view(x), weight.transpose(2, 3), bias, dilation)
-    return _from_rows_view(rows, x.shape[0], x.shape[2])
-
 
 def _square_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dilation: int) -> torch.Tensor:
     padding = (weight.shape[2] - 1) // 2
@@ -225,6 +119,7 @@ def _square_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     height, width = x.shape[-2:]
     y = F.conv2d(_space_to_batch(x, dilation), weight, bias, padding=padding, groups=x.shape[1])
     return _batch_to_space(y, dilation, height, width)
+
 
 
 def _square_weight_grad(x: torch.Tensor, grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -259,101 +154,151 @@ def _square_weight_grad(x: torch.Tensor, grad: torch.Tensor, weight: torch.Tenso
     return torch.stack(rows, dim=1).unsqueeze(1)
 
 
-class _SquareDepthwiseConv(torch.autograd.Function):
-    """Depthwise ``K x K`` conv (optionally dilated), forward and both gradients through fast cases."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, dilation):  # type: ignore[override]
-        ctx.dilation = dilation
-        ctx.has_bias = bias is not None
-        ctx.save_for_backward(x, weight)
-        return _square_forward(x, weight, bias, dilation)
-
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        x, weight = ctx.saved_tensors
-        d = ctx.dilation
-        grad = _nhwc(grad)
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _square_forward(grad, weight.flip(2, 3), None, d)
-        if ctx.needs_input_grad[1]:
-            if x.shape[2] * x.shape[3] < _ROW_TRICK_MIN_PIXELS:
-                # small maps: K calls on a few short rows cost more than PyTorch's one slow call
-                padding = d * (weight.shape[2] - 1) // 2
-                grad_w = _conv_backward(
-                    grad, x, weight, None, [1, 1], [padding, padding], [d, d], False, [0, 0], x.shape[1],
-                    [False, True, False],
-                )[1]
-            elif d == 1:
-                grad_w = _square_weight_grad(x, grad, weight)
-            else:
-                grad_w = _square_weight_grad(_space_to_batch(x, d), _space_to_batch(grad, d), weight)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad.sum((0, 2, 3))
-        return grad_x, grad_w, grad_b, None
-
-
-def depthwise_conv_2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dilation: int = 1) -> torch.Tensor:
-    """Depthwise ``K x K`` conv (odd K), 'same' padding, dilation ``d``; NHWC in and out."""
-    return _SquareDepthwiseConv.apply(_nhwc(x), weight, bias, dilation)
 
 
 # ----------------------------------------------------------------------------------------------
-# the layers' fast forwards: same parameters, same result as their plain forward
+# one depthwise conv ('same' padding, stride 1, odd kernel), NHWC in and out: forward and backward
 
 
-def _gate(x: torch.Tensor, x_nhwc: torch.Tensor, attn: torch.Tensor, conv1: nn.Conv2d) -> torch.Tensor:
-    """``x * conv1(attn)`` with ``attn`` NHWC; the result has ``x``'s layout."""
-    out_channels, in_channels = conv1.weight.shape[:2]
-    weight = conv1.weight.view(out_channels, in_channels)
-    batch, _, height, width = attn.shape
-    # without autograd the product may overwrite the projection (one allocation less)
-    inplace = not (torch.is_grad_enabled() and (x.requires_grad or attn.requires_grad or weight.requires_grad))
-    if x.is_contiguous(memory_format=_CL) or not x.is_contiguous():
-        projected = F.linear(attn.permute(0, 2, 3, 1), weight, conv1.bias).permute(0, 3, 1, 2)
-        return projected.mul_(x_nhwc) if inplace else x_nhwc * projected
-    # NCHW wanted: out[n] = W @ attn[n]^T + b, which BLAS reads transposed in place and writes NCHW
-    # (bmm, not matmul: matmul would return a transposed view)
-    attn_t = attn.permute(0, 2, 3, 1).reshape(batch, height * width, in_channels).transpose(1, 2)
-    weight = weight.expand(batch, -1, -1)
-    if conv1.bias is None:
-        projected = torch.bmm(weight, attn_t)
+def stage_supported(kernel_h: int, kernel_w: int) -> bool:
+    """Kernels this backend takes: odd ``(K, 1)``, ``(1, K)`` or ``(K, K)``."""
+    return kernel_h % 2 == 1 and kernel_w % 2 == 1 and (kernel_h == 1 or kernel_w == 1 or kernel_h == kernel_w)
+
+
+def _column_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dilation: int) -> torch.Tensor:
+    padding = dilation * (weight.shape[2] - 1) // 2
+    return F.conv2d(x, weight, bias, padding=(padding, 0), dilation=(dilation, 1), groups=x.shape[1])
+
+
+def _column_backward(grad, x, weight, dilation, need_input, need_weight):
+    # input gradient: correlation with the flipped kernel, a forward conv (fast natively)
+    grad_x = _column_forward(grad, weight.flip(2), None, dilation) if need_input else None
+    grad_w = _column_weight_grad(x, grad, weight, dilation) if need_weight else None
+    return grad_x, grad_w
+
+
+def _is_row(weight: torch.Tensor) -> bool:
+    return weight.shape[2] == 1 and weight.shape[3] > 1
+
+
+def _is_column(weight: torch.Tensor) -> bool:
+    return weight.shape[3] == 1
+
+
+def stage_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dilation: int) -> torch.Tensor:
+    """One 'same' depthwise conv of ``x`` (NHWC), ``weight`` ``(C, 1, KH, KW)``; NHWC out."""
+    if _is_column(weight):
+        return _column_forward(x, weight, bias, dilation)
+    if _is_row(weight):  # (1, K) along W runs as (K, 1) on the rows view: zero copies
+        rows = _column_forward(_rows_view(x), weight.transpose(2, 3), bias, dilation)
+        return _from_rows_view(rows, x.shape[0], x.shape[2])
+    return _square_forward(x, weight, bias, dilation)
+
+
+def stage_backward(
+    grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, dilation: int, need_input: bool, need_params: bool
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Gradients (input, weight, bias) of :func:`stage_forward`; ``grad`` and ``x`` NHWC."""
+    grad_b = grad.sum((0, 2, 3)) if need_params else None
+    if _is_column(weight):
+        grad_x, grad_w = _column_backward(grad, x, weight, dilation, need_input, need_params)
+    elif _is_row(weight):
+        n, h = x.shape[0], x.shape[2]
+        grad_x, grad_w = _column_backward(
+            _rows_view(grad), _rows_view(x), weight.transpose(2, 3), dilation, need_input, need_params
+        )
+        grad_x = _from_rows_view(grad_x, n, h) if grad_x is not None else None
+        grad_w = grad_w.transpose(2, 3).contiguous() if grad_w is not None else None
     else:
-        projected = torch.baddbmm(conv1.bias.view(1, -1, 1), weight, attn_t)
-    projected = projected.view(batch, out_channels, height, width)
-    return projected.mul_(x) if inplace else x * projected
+        grad_x = _square_forward(grad, weight.flip(2, 3), None, dilation) if need_input else None
+        grad_w = _square_weight_grad_any(x, grad, weight, dilation) if need_params else None
+    return grad_x, grad_w, grad_b
 
 
-def lska_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Fast forward of :class:`~largekernel.layers.lska.LSKA` (same parameters, same result)."""
-    d = module.decomposition.dilation
-    x_nhwc = _nhwc(x)
-    attn = depthwise_conv_w(x_nhwc, module.conv0h.weight, module.conv0h.bias)
-    attn = depthwise_conv_h(attn, module.conv0v.weight, module.conv0v.bias)
-    attn = depthwise_conv_w(attn, module.conv_spatial_h.weight, module.conv_spatial_h.bias, d)
-    attn = depthwise_conv_h(attn, module.conv_spatial_v.weight, module.conv_spatial_v.bias, d)
-    return _gate(x, x_nhwc, attn, module.conv1)
+def _square_weight_grad_any(x: torch.Tensor, grad: torch.Tensor, weight: torch.Tensor, dilation: int) -> torch.Tensor:
+    if x.shape[2] * x.shape[3] < _ROW_TRICK_MIN_PIXELS:
+        # small maps: K calls on a few short rows cost more than PyTorch's one slow call
+        padding = dilation * (weight.shape[2] - 1) // 2
+        return _conv_backward(
+            grad, x, weight, None, [1, 1], [padding, padding], [dilation, dilation], False, [0, 0], x.shape[1],
+            [False, True, False],
+        )[1]
+    if dilation == 1:
+        return _square_weight_grad(x, grad, weight)
+    return _square_weight_grad(_space_to_batch(x, dilation), _space_to_batch(grad, dilation), weight)
 
 
-def lska_trivial_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Fast forward of :class:`~largekernel.layers.lska.LSKATrivial`."""
-    x_nhwc = _nhwc(x)
-    attn = depthwise_conv_w(x_nhwc, module.conv0h.weight, module.conv0h.bias)
-    attn = depthwise_conv_h(attn, module.conv0v.weight, module.conv0v.bias)
-    return _gate(x, x_nhwc, attn, module.conv1)
+# ----------------------------------------------------------------------------------------------
+# the cascade
 
 
-def lka_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Fast forward of :class:`~largekernel.layers.lka.LKA`."""
-    x_nhwc = _nhwc(x)
-    attn = depthwise_conv_2d(x_nhwc, module.conv0.weight, module.conv0.bias)
-    attn = depthwise_conv_2d(attn, module.conv_spatial.weight, module.conv_spatial.bias, module.decomposition.dilation)
-    return _gate(x, x_nhwc, attn, module.conv1)
+def cascade_forward(
+    x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor], dilations: Sequence[int]
+) -> list[torch.Tensor]:
+    """``[output, input of stage 1, ..., input of stage n-1]``, all NHWC (the backward needs the inputs)."""
+    h = _nhwc(x)
+    saved = []
+    for s, (weight, bias, dilation) in enumerate(zip(weights, biases, dilations)):
+        if s:
+            saved.append(h)
+        h = stage_forward(h, weight, bias, dilation)
+    return [h, *saved]
 
 
-def lka_trivial_forward(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Fast forward of :class:`~largekernel.layers.lka.LKATrivial`."""
-    x_nhwc = _nhwc(x)
-    attn = depthwise_conv_2d(x_nhwc, module.conv0.weight, module.conv0.bias)
-    return _gate(x, x_nhwc, attn, module.conv1)
+def cascade_backward(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    saved: Sequence[torch.Tensor],
+    weights: Sequence[torch.Tensor],
+    dilations: Sequence[int],
+    need_params: bool,
+) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """(grad_x NHWC, weight grads, bias grads) of :func:`cascade_forward` (empty lists without ``need_params``)."""
+    inputs = [_nhwc(x), *saved]
+    g = _nhwc(grad)
+    grad_ws: list[torch.Tensor] = []
+    grad_bs: list[torch.Tensor] = []
+    for s in reversed(range(len(weights))):
+        grad_in, grad_w, grad_b = stage_backward(g, inputs[s], weights[s], dilations[s], True, need_params)
+        assert grad_in is not None  # need_input=True
+        g = grad_in
+        if need_params:
+            assert grad_w is not None and grad_b is not None
+            grad_ws.insert(0, grad_w)
+            grad_bs.insert(0, grad_b)
+    return g, grad_ws, grad_bs
+
+
+# ----------------------------------------------------------------------------------------------
+# the 1x1 projection and the product
+
+
+def gate(x: torch.Tensor, attn: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``x * conv1x1(attn)`` with ``attn`` NHWC, as plain differentiable ops; the result has ``x``'s layout.
+
+    Same dtype as ``x * F.conv2d(attn, weight, bias)`` in every autocast and grad mode.
+    """
+    out_channels, in_channels = weight.shape[:2]
+    weight = weight.view(out_channels, in_channels)
+    batch, _, height, width = attn.shape
+    # without autograd the product may overwrite the projection (one allocation less), unless
+    # that would change the result's dtype (autocast: bf16 projection, fp32 x)
+    grad = torch.is_grad_enabled() and (x.requires_grad or attn.requires_grad or weight.requires_grad
+                                        or (bias is not None and bias.requires_grad))
+    if x.is_contiguous(memory_format=_CL) or not x.is_contiguous():
+        projected = F.linear(attn.permute(0, 2, 3, 1), weight, bias).permute(0, 3, 1, 2)
+        x_nhwc = _nhwc(x)
+    else:
+        # NCHW wanted: out[n] = W @ attn[n]^T + b, which BLAS reads transposed in place and writes NCHW
+        # (bmm, not matmul: matmul would return a transposed view)
+        attn_t = attn.permute(0, 2, 3, 1).reshape(batch, height * width, in_channels).transpose(1, 2)
+        expanded = weight.expand(batch, -1, -1)
+        if bias is None:
+            projected = torch.bmm(expanded, attn_t)
+        else:
+            projected = torch.baddbmm(bias.view(1, -1, 1), expanded, attn_t)
+        projected = projected.view(batch, out_channels, height, width)
+        x_nhwc = x
+    if not grad and projected.dtype == torch.result_type(projected, x):
+        return projected.mul_(x_nhwc)
+    return x_nhwc * projected

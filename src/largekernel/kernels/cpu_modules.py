@@ -6,11 +6,12 @@ On CPU, three common layers lose much of channels_last's gain in stock PyTorch:
   view it reads the memory as it is (:class:`PointwiseConv2d`);
 * ``nn.GELU`` is ~2x slower on a 4-D NHWC tensor than on the same memory seen as ``(N, H, W, C)``
   (:class:`NHWCGELU`);
-* a depthwise ``K x K`` conv has a slow weight gradient (:class:`DepthwiseConv2d` uses
-  :func:`largekernel.kernels.cpu.depthwise_conv_2d`).
+* a depthwise ``K x K`` conv has a slow weight gradient (:class:`DepthwiseConv2d` goes through
+  :func:`largekernel.kernels.depthwise_cascade`, so the backend switch and ``auto`` decide).
 
 Each subclass keeps its parent's parameters and state_dict keys, so checkpoints load unchanged,
-and falls back to the parent's forward off the fast case (NCHW input, CUDA, tracing/export).
+and falls back to the parent's forward off the fast case (NCHW input, CUDA, tracing/export, or
+the ``"torch"`` backend).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import cpu as cpu_kernels
+from . import dispatch
 
 __all__ = ["NHWCGELU", "DepthwiseConv2d", "PointwiseConv2d", "optimize_for_cpu_training", "swap_in_nhwc_modules"]
 
@@ -30,7 +31,9 @@ def _nhwc_fast_case(x: torch.Tensor) -> bool:
         and x.device.type == "cpu"
         and x.is_contiguous(memory_format=torch.channels_last)
         and not x.is_contiguous()
-        and not cpu_kernels._exporting_or_compiling()
+        and dispatch.get_backend() != "torch"
+        and not torch.compiler.is_compiling()
+        and not dispatch._tracing()
     )
 
 
@@ -67,8 +70,8 @@ class DepthwiseConv2d(nn.Conv2d):
     """A depthwise, stride-1, 'same'-padded odd ``K x K`` conv with the fast CPU forward and backward."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _nhwc_fast_case(x) and cpu_kernels.use_fast_cpu_path(x):
-            return cpu_kernels.depthwise_conv_2d(x, self.weight, self.bias, self.dilation[0])
+        if _nhwc_fast_case(x):
+            return dispatch.depthwise_cascade(x, [self.weight], [self.bias], [self.dilation[0]])
         return super().forward(x)
 
 

@@ -53,7 +53,9 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
-__all__ = ["depthwise_cascade", "lka_cascade", "lska_cascade", "plain_cascade"]
+from .ops import plain_cascade
+
+__all__ = ["depthwise_cascade", "fused_backward", "fused_forward", "lka_cascade", "lska_cascade", "plain_cascade"]
 
 MAX_STAGES = 4
 # A side up to this many pixels is covered by one block (no halo); longer sides are tiled.
@@ -346,67 +348,85 @@ def _acc_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
+def _prepare(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
+             dilations: Sequence[int]):
+    """(stages, plan, constexprs, accumulation dtype, all weights (C, taps), all biases (C, stages))."""
+    stages = tuple((w.shape[2], w.shape[3], d) for w, d in zip(weights, dilations))
+    C, H, W = x.shape[1:]
+    acc = _acc_dtype(x)
+    w_all = torch.cat([w.detach().reshape(C, -1) for w in weights], 1).to(acc).contiguous()
+    b_all = torch.stack([b.detach() for b in biases], 1).to(acc).contiguous()
+    return stages, _plan(H, W, stages), _stage_constexprs(stages), acc, w_all, b_all
+
+
+def fused_forward(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
+                  dilations: Sequence[int]) -> torch.Tensor:
+    """The cascade's output through the forward kernel (no autograd; arguments as :func:`depthwise_cascade`)."""
+    stages, plan, meta, acc, w_all, b_all = _prepare(x, weights, biases, dilations)
+    B, C, H, W = x.shape
+    out = torch.empty_like(x)  # keeps x's memory format (NCHW or channels_last)
+    n_items = B * C * plan["n_tiles"]
+    num_warps = _num_warps(plan)
+    grid = _grid_size(n_items, x.device, warps_per_sm=32, num_warps=num_warps)
+    scratch = torch.empty(grid * 2 * plan["slot"], device=x.device, dtype=acc)
+    _cascade_fwd_kernel[(grid,)](
+        x, out, w_all, b_all, scratch,
+        C, H, W, n_items, plan["tiles_w"], plan["n_tiles"], plan["tile_h"], plan["tile_w"],
+        plan["halo_h"], plan["halo_w"], *x.stride(), *out.stride(),
+        SH=plan["SH"], SW=plan["SW"], PADH=plan["PADH"], PADW=plan["PADW"], num_warps=num_warps, **meta,
+    )
+    return out
+
+
+def fused_backward(grad_out: torch.Tensor, x: torch.Tensor, weights: Sequence[torch.Tensor],
+                   biases: Sequence[torch.Tensor], dilations: Sequence[int]
+                   ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """(grad_x, weight grads, bias grads) through the backward kernel, which recomputes the intermediates."""
+    stages, plan, meta, acc, w_all, b_all = _prepare(x, weights, biases, dilations)
+    B, C, H, W = x.shape
+    n_items = B * C * plan["n_tiles"]
+    num_warps = _num_warps(plan)
+    # the backward slot holds NST + 2 buffers: fewer resident programs keep the scratch in L2
+    grid = _grid_size(n_items, x.device, warps_per_sm=16, num_warps=num_warps)
+    nst = len(stages)
+    scratch = torch.empty(grid * (nst + 2) * plan["slot"], device=x.device, dtype=acc)
+    wpart = torch.empty(n_items, meta["WT"], device=x.device, dtype=acc)
+    bpart = torch.empty(n_items, nst, device=x.device, dtype=acc)
+    grad_x = torch.empty_like(x)
+    _cascade_bwd_kernel[(grid,)](
+        x, grad_out, grad_x, w_all, b_all, scratch, wpart, bpart,
+        C, H, W, n_items, plan["tiles_w"], plan["n_tiles"], plan["tile_h"], plan["tile_w"],
+        plan["halo_h"], plan["halo_w"], *x.stride(), *grad_out.stride(), *grad_x.stride(),
+        SH=plan["SH"], SW=plan["SW"], PADH=plan["PADH"], PADW=plan["PADW"], num_warps=num_warps, **meta,
+    )
+    # second stage of the reduction: items are ordered (batch, channel, tile)
+    grad_w_all = wpart.view(B, C, plan["n_tiles"], -1).sum((0, 2))
+    grad_b_all = bpart.view(B, C, plan["n_tiles"], -1).sum((0, 2))
+    grad_ws, grad_bs = [], []
+    offset = 0
+    for s, (kh, kw, _) in enumerate(stages):
+        # separate tensors (clone), not views of one: the op's outputs may not alias each other
+        grad_ws.append(grad_w_all[:, offset:offset + kh * kw].reshape(weights[s].shape).to(weights[s].dtype).clone())
+        grad_bs.append(grad_b_all[:, s].reshape(biases[s].shape).to(biases[s].dtype).clone())
+        offset += kh * kw
+    return grad_x, grad_ws, grad_bs
+
+
 class _DepthwiseCascade(torch.autograd.Function):
     """Chain of same-padded depthwise convolutions; params = (w0, b0, w1, b1, ...), w_s of shape (C, 1, KH, KW)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, dilations: tuple[int, ...], *params: torch.Tensor) -> torch.Tensor:
-        weights, biases = params[0::2], params[1::2]
-        stages = tuple((w.shape[2], w.shape[3], d) for w, d in zip(weights, dilations))
-        B, C, H, W = x.shape
-        plan = _plan(H, W, stages)
-        meta = _stage_constexprs(stages)
-        acc = _acc_dtype(x)
-        w_all = torch.cat([w.detach().reshape(C, -1) for w in weights], 1).to(acc).contiguous()
-        b_all = torch.stack([b.detach() for b in biases], 1).to(acc).contiguous()
-        out = torch.empty_like(x)  # keeps x's memory format (NCHW or channels_last)
-        n_items = B * C * plan["n_tiles"]
-        num_warps = _num_warps(plan)
-        grid = _grid_size(n_items, x.device, warps_per_sm=32, num_warps=num_warps)
-        scratch = torch.empty(grid * 2 * plan["slot"], device=x.device, dtype=acc)
-        _cascade_fwd_kernel[(grid,)](
-            x, out, w_all, b_all, scratch,
-            C, H, W, n_items, plan["tiles_w"], plan["n_tiles"], plan["tile_h"], plan["tile_w"],
-            plan["halo_h"], plan["halo_w"], *x.stride(), *out.stride(),
-            SH=plan["SH"], SW=plan["SW"], PADH=plan["PADH"], PADW=plan["PADW"], num_warps=num_warps, **meta,
-        )
-        ctx.save_for_backward(x, w_all, b_all)
-        ctx.stages, ctx.plan, ctx.meta = stages, plan, meta
-        ctx.param_meta = [(p.shape, p.dtype) for p in params]
-        return out
+        ctx.save_for_backward(x, *params)
+        ctx.dilations = dilations
+        return fused_forward(x, params[0::2], params[1::2], dilations)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
-        x, w_all, b_all = ctx.saved_tensors
-        plan, meta, stages = ctx.plan, ctx.meta, ctx.stages
-        B, C, H, W = x.shape
-        acc = w_all.dtype
-        n_items = B * C * plan["n_tiles"]
-        num_warps = _num_warps(plan)
-        # the backward slot holds NST + 2 buffers: fewer resident programs keep the scratch in L2
-        grid = _grid_size(n_items, x.device, warps_per_sm=16, num_warps=num_warps)
-        nst = len(stages)
-        scratch = torch.empty(grid * (nst + 2) * plan["slot"], device=x.device, dtype=acc)
-        wpart = torch.empty(n_items, meta["WT"], device=x.device, dtype=acc)
-        bpart = torch.empty(n_items, nst, device=x.device, dtype=acc)
-        grad_x = torch.empty_like(x)
-        _cascade_bwd_kernel[(grid,)](
-            x, grad_out, grad_x, w_all, b_all, scratch, wpart, bpart,
-            C, H, W, n_items, plan["tiles_w"], plan["n_tiles"], plan["tile_h"], plan["tile_w"],
-            plan["halo_h"], plan["halo_w"], *x.stride(), *grad_out.stride(), *grad_x.stride(),
-            SH=plan["SH"], SW=plan["SW"], PADH=plan["PADH"], PADW=plan["PADW"], num_warps=num_warps, **meta,
-        )
-        # second stage of the reduction: items are ordered (batch, channel, tile)
-        grad_w_all = wpart.view(B, C, plan["n_tiles"], -1).sum((0, 2))
-        grad_b_all = bpart.view(B, C, plan["n_tiles"], -1).sum((0, 2))
-        grads: list[torch.Tensor | None] = []
-        offset = 0
-        for s, (kh, kw, _) in enumerate(stages):
-            (w_shape, w_dtype), (b_shape, b_dtype) = ctx.param_meta[2 * s], ctx.param_meta[2 * s + 1]
-            grads.append(grad_w_all[:, offset:offset + kh * kw].reshape(w_shape).to(w_dtype))
-            grads.append(grad_b_all[:, s].reshape(b_shape).to(b_dtype))
-            offset += kh * kw
+        x, *params = ctx.saved_tensors
+        grad_x, grad_ws, grad_bs = fused_backward(grad_out, x, params[0::2], params[1::2], ctx.dilations)
+        grads = [g for pair in zip(grad_ws, grad_bs) for g in pair]
         return (grad_x, None, *grads)
 
 
@@ -450,15 +470,6 @@ def depthwise_cascade(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: 
     for w, b in zip(weights, biases):
         params += [w, b]
     return _DepthwiseCascade.apply(x, tuple(int(d) for d in dilations), *params)
-
-
-def plain_cascade(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
-                  dilations: Sequence[int]) -> torch.Tensor:
-    """The same cascade with ``torch.nn.functional.conv2d`` (reference and fallback)."""
-    for w, b, d in zip(weights, biases, dilations):
-        pad = (d * (w.shape[2] - 1) // 2, d * (w.shape[3] - 1) // 2)
-        x = torch.nn.functional.conv2d(x, w, b, padding=pad, dilation=d, groups=x.shape[1])
-    return x
 
 
 def lska_cascade(x: torch.Tensor, w0h: torch.Tensor, b0h: torch.Tensor, w0v: torch.Tensor, b0v: torch.Tensor,

@@ -5,17 +5,19 @@ from .decomposition import Decomposition, lka_decomposition, lska_decomposition
 from .drop import DropPath, drop_path
 from .lka import LKA, LKATrivial
 from .lska import LSKA, LSKATrivial
+from .mhsa import MSA
 from .sam import SAM
 
 __all__ = [
     "ATTENTIONS",
+    "LKA",
+    "LSKA",
+    "SAM",
     "Decomposition",
     "DropPath",
-    "LKA",
     "LKATrivial",
-    "LSKA",
     "LSKATrivial",
-    "SAM",
+    "MSA",
     "SpatialGatingAttention",
     "create_attention",
     "drop_path",

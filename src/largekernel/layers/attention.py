@@ -11,7 +11,7 @@ from ._checks import check_dim, check_nchw
 from .lka import LKA, LKATrivial
 from .lska import LSKA, LSKATrivial
 
-__all__ = ["ATTENTIONS", "AttentionName", "create_attention", "SpatialGatingAttention"]
+__all__ = ["ATTENTIONS", "AttentionName", "SpatialGatingAttention", "create_attention"]
 
 AttentionName = Literal["lka", "lska", "lka_trivial", "lska_trivial"]
 ATTENTIONS: dict[str, type[nn.Module]] = {

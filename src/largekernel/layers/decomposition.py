@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["Decomposition", "lska_decomposition", "lka_decomposition", "check_kernel_size"]
+__all__ = ["Decomposition", "check_kernel_size", "lka_decomposition", "lska_decomposition"]
 
 # VAN's dilation; used by LKA where the exact separable rule only allows d = 1.
 VAN_DILATION = 3

@@ -8,9 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..kernels import cpu as cpu_kernels
-from ..kernels import fused_cascade
-from ._checks import check_dim, check_nchw
+from .. import kernels
+from ._checks import check_dim, check_nchw, fast_path_allowed
 from .decomposition import check_kernel_size, lka_decomposition
 
 __all__ = ["LKA", "LKATrivial"]
@@ -28,8 +27,13 @@ class LKA(nn.Module):
         dilation: ``d``; ``None`` follows :func:`~largekernel.layers.decomposition.lka_decomposition`
             (3 for K=21, the same ``d`` as LSKA where LSKA's rule gives one above 1).
 
+    The forward runs through :func:`largekernel.kernels.large_kernel_attention` (the backend switch
+    and ``auto``) unless scripted or a sub-module has hooks; then it runs the ``nn.Conv2d`` layers.
+
     Shapes: ``(B, dim, H, W) -> (B, dim, H, W)``.
     """
+
+    __jit_unused_properties__ = ("receptive_field",)
 
     def __init__(self, dim: int, kernel_size: int = 21, dilation: int | None = None) -> None:
         super().__init__()
@@ -50,12 +54,18 @@ class LKA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_nchw(x, self.dim, "LKA")
-        attn = fused_cascade(self, x)  # fused Triton kernels on CUDA, else None
-        if attn is None and cpu_kernels.use_fast_cpu_path(x):
-            return cpu_kernels.lka_forward(self, x)  # NHWC CPU path (kernels/cpu.py)
-        if attn is None:
-            attn = self.conv_spatial(self.conv0(x))
-        return x * self.conv1(attn)
+        if not torch.jit.is_scripting():  # TorchScript compiles only the plain line below
+            if fast_path_allowed(self, [self.conv0, self.conv_spatial, self.conv1]):
+                return self._forward_kernels(x)
+        return x * self.conv1(self.conv_spatial(self.conv0(x)))
+
+    @torch.jit.unused
+    def _forward_kernels(self, x: torch.Tensor) -> torch.Tensor:
+        convs = (self.conv0, self.conv_spatial)
+        return kernels.large_kernel_attention(
+            x, [c.weight for c in convs], [c.bias for c in convs], [1, self.decomposition.dilation],
+            self.conv1.weight, self.conv1.bias,
+        )
 
     def extra_repr(self) -> str:
         dec = self.decomposition
@@ -67,6 +77,8 @@ class LKATrivial(nn.Module):
 
     Shapes: ``(B, dim, H, W) -> (B, dim, H, W)``.
     """
+
+    __jit_unused_properties__ = ("receptive_field",)
 
     def __init__(self, dim: int, kernel_size: int = 23) -> None:
         super().__init__()
@@ -83,9 +95,16 @@ class LKATrivial(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_nchw(x, self.dim, "LKATrivial")
-        if cpu_kernels.use_fast_cpu_path(x):
-            return cpu_kernels.lka_trivial_forward(self, x)
+        if not torch.jit.is_scripting():  # TorchScript compiles only the plain line below
+            if fast_path_allowed(self, [self.conv0, self.conv1]):
+                return self._forward_kernels(x)
         return x * self.conv1(self.conv0(x))
+
+    @torch.jit.unused
+    def _forward_kernels(self, x: torch.Tensor) -> torch.Tensor:
+        return kernels.large_kernel_attention(
+            x, [self.conv0.weight], [self.conv0.bias], [1], self.conv1.weight, self.conv1.bias
+        )
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, kernel_size={self.kernel_size}"

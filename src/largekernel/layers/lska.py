@@ -9,9 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..kernels import cpu as cpu_kernels
-from ..kernels import fused_cascade
-from ._checks import check_dim, check_nchw
+from .. import kernels
+from ._checks import check_dim, check_nchw, fast_path_allowed
 from .decomposition import check_kernel_size, lska_decomposition
 
 __all__ = ["LSKA", "LSKATrivial"]
@@ -32,8 +31,13 @@ class LSKA(nn.Module):
         dilation: ``None`` picks the cheapest exact ``d``; a given ``d`` must satisfy
             ``2d | (k + 1)`` or ``ValueError`` names the valid ones.
 
+    The forward runs through :func:`largekernel.kernels.large_kernel_attention` (the backend switch
+    and ``auto``) unless scripted or a sub-module has hooks; then it runs the ``nn.Conv2d`` layers.
+
     Shapes: ``(B, dim, H, W) -> (B, dim, H, W)``.
     """
+
+    __jit_unused_properties__ = ("receptive_field",)
 
     def __init__(self, dim: int, kernel_size: int = 23, dilation: int | None = None) -> None:
         super().__init__()
@@ -54,12 +58,18 @@ class LSKA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_nchw(x, self.dim, "LSKA")
-        attn = fused_cascade(self, x)  # fused Triton kernels on CUDA, else None
-        if attn is None and cpu_kernels.use_fast_cpu_path(x):
-            return cpu_kernels.lska_forward(self, x)  # NHWC CPU path (kernels/cpu.py)
-        if attn is None:
-            attn = self.conv_spatial_v(self.conv_spatial_h(self.conv0v(self.conv0h(x))))
-        return x * self.conv1(attn)
+        if not torch.jit.is_scripting():  # TorchScript compiles only the plain line below
+            if fast_path_allowed(self, [self.conv0h, self.conv0v, self.conv_spatial_h, self.conv_spatial_v, self.conv1]):
+                return self._forward_kernels(x)
+        return x * self.conv1(self.conv_spatial_v(self.conv_spatial_h(self.conv0v(self.conv0h(x)))))
+
+    @torch.jit.unused
+    def _forward_kernels(self, x: torch.Tensor) -> torch.Tensor:
+        convs = (self.conv0h, self.conv0v, self.conv_spatial_h, self.conv_spatial_v)
+        d = self.decomposition.dilation
+        return kernels.large_kernel_attention(
+            x, [c.weight for c in convs], [c.bias for c in convs], [1, 1, d, d], self.conv1.weight, self.conv1.bias
+        )
 
     def extra_repr(self) -> str:
         dec = self.decomposition
@@ -74,6 +84,8 @@ class LSKATrivial(nn.Module):
 
     Shapes: ``(B, dim, H, W) -> (B, dim, H, W)``.
     """
+
+    __jit_unused_properties__ = ("receptive_field",)
 
     def __init__(self, dim: int, kernel_size: int = 23) -> None:
         super().__init__()
@@ -92,9 +104,17 @@ class LSKATrivial(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_nchw(x, self.dim, "LSKATrivial")
-        if cpu_kernels.use_fast_cpu_path(x):
-            return cpu_kernels.lska_trivial_forward(self, x)
+        if not torch.jit.is_scripting():  # TorchScript compiles only the plain line below
+            if fast_path_allowed(self, [self.conv0h, self.conv0v, self.conv1]):
+                return self._forward_kernels(x)
         return x * self.conv1(self.conv0v(self.conv0h(x)))
+
+    @torch.jit.unused
+    def _forward_kernels(self, x: torch.Tensor) -> torch.Tensor:
+        convs = (self.conv0h, self.conv0v)
+        return kernels.large_kernel_attention(
+            x, [c.weight for c in convs], [c.bias for c in convs], [1, 1], self.conv1.weight, self.conv1.bias
+        )
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, kernel_size={self.kernel_size}"

@@ -35,6 +35,8 @@ class SAM(nn.Module):
     Shapes: ``(B, dim, H, W) -> (B, dim, H, W)``.
     """
 
+    __jit_unused_properties__ = ("kernel_sizes",)
+
     def __init__(
         self,
         dim: int,
@@ -67,7 +69,7 @@ class SAM(nn.Module):
             conv = nn.Conv2d(self.head_dim, self.head_dim, kernel, padding=kernel // 2, groups=self.head_dim)
             setattr(self, f"local_conv_{i + 1}", conv)
         self.proj0 = nn.Conv2d(dim, dim * expand_ratio, 1, groups=self.head_dim)
-        self.bn = nn.BatchNorm2d(dim * expand_ratio)
+        self.bn: nn.Module = nn.BatchNorm2d(dim * expand_ratio)
         self.act = nn.GELU()
         self.proj1 = nn.Conv2d(dim * expand_ratio, dim, 1)
         self.proj = nn.Linear(dim, dim)
@@ -82,14 +84,40 @@ class SAM(nn.Module):
         batch, height, width, _ = s.shape
         # (heads, B, C/heads, H, W): head i holds channels [i*C/h, (i+1)*C/h)
         heads = s.reshape(batch, height, width, self.num_heads, self.head_dim).permute(3, 0, 4, 1, 2)
-        mixed = [getattr(self, f"local_conv_{i + 1}")(heads[i]) for i in range(self.num_heads)]
+        if torch.jit.is_scripting():
+            mixed = self._mixed_scripted(heads)
+        else:
+            mixed = [getattr(self, f"local_conv_{i + 1}")(heads[i]) for i in range(self.num_heads)]
         # stack on a new axis after the channel axis: channel c of head i -> c * heads + i
         interleaved = torch.stack(mixed, dim=2).reshape(batch, self.dim, height, width)
         return self.proj1(self.act(self.bn(self.proj0(interleaved))))
 
+    def _mixed_scripted(self, heads: torch.Tensor) -> list[torch.Tensor]:
+        # TorchScript cannot getattr a computed name; hasattr on a module is resolved when compiling
+        mixed: list[torch.Tensor] = []
+        if hasattr(self, "local_conv_1"):
+            mixed.append(self.local_conv_1(heads[0]))  # type: ignore[operator]
+        if hasattr(self, "local_conv_2"):
+            mixed.append(self.local_conv_2(heads[1]))  # type: ignore[operator]
+        if hasattr(self, "local_conv_3"):
+            mixed.append(self.local_conv_3(heads[2]))  # type: ignore[operator]
+        if hasattr(self, "local_conv_4"):
+            mixed.append(self.local_conv_4(heads[3]))  # type: ignore[operator]
+        if hasattr(self, "local_conv_5"):
+            mixed.append(self.local_conv_5(heads[4]))  # type: ignore[operator]
+        if hasattr(self, "local_conv_6"):
+            mixed.append(self.local_conv_6(heads[5]))  # type: ignore[operator]
+        if hasattr(self, "local_conv_7"):
+            mixed.append(self.local_conv_7(heads[6]))  # type: ignore[operator]
+        if hasattr(self, "local_conv_8"):
+            mixed.append(self.local_conv_8(heads[7]))  # type: ignore[operator]
+        if len(mixed) != self.num_heads:
+            raise RuntimeError("SAM: TorchScript supports up to 8 heads")
+        return mixed
+
     def forward_tokens(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """SMT's token form: ``(B, H*W, C) -> (B, H*W, C)``."""
-        batch, tokens, channels = x.shape
+        batch, _, channels = x.shape
         v = self.v(x)
         modulator = self.modulator(self.s(x).reshape(batch, height, width, channels))
         x = modulator.flatten(2).transpose(1, 2) * v
@@ -101,6 +129,15 @@ class SAM(nn.Module):
         tokens = x.flatten(2).transpose(1, 2)
         out = self.forward_tokens(tokens, height, width)
         return out.transpose(1, 2).reshape(batch, channels, height, width)
+
+    def fuse(self) -> SAM:
+        """Fold the aggregation's BatchNorm into ``proj0``, in place (inference only)."""
+        if isinstance(self.bn, nn.BatchNorm2d):
+            from .fuse import fold_batchnorm_into_conv
+
+            self.proj0 = fold_batchnorm_into_conv(self.proj0, self.bn)
+            self.bn = nn.Identity()
+        return self
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_heads={self.num_heads}, kernel_sizes={self.kernel_sizes}, expand_ratio={self.expand_ratio}"

@@ -1,20 +1,35 @@
-"""Pieces shared by the model families: argument checks, weight init, feature info."""
+"""What the model families share: argument checks, weight init, the released key layout, and
+:class:`PyramidBackbone`, the timm surface of our four-stage backbones (VAN, SMT)."""
 
 from __future__ import annotations
 
 import contextlib
 import math
+import re
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PyramidBackbone", "create_from_config", "check_out_indices", "check_stage_lists", "checkpoint_block", "feature_info", "init_weights"]
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
+from ..errors import ConfigurationError
+from ._features import StageInfo, take_indices
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "PyramidBackbone",
+    "check_common_args",
+    "check_stage_lists",
+    "checkpoint_block",
+    "from_released_layout",
+    "init_weights",
+    "to_released_layout",
+]
+
+_POOLS = ("avg", "max", "avgmax", "")
 
 
 def check_stage_lists(model: str, **lists: Any) -> int:
@@ -26,35 +41,34 @@ def check_stage_lists(model: str, **lists: Any) -> int:
         lengths[name] = len(values)
     if len(set(lengths.values())) != 1:
         described = ", ".join(f"{name} has {n} ({list(lists[name])})" for name, n in lengths.items())
-        raise ValueError(f"{model}: per-stage settings must all have one entry per stage, but {described}")
+        raise ConfigurationError(f"{model}: per-stage settings must all have one entry per stage, but {described}")
     num_stages = next(iter(lengths.values()))
     if num_stages < 1:
-        raise ValueError(f"{model}: need at least one stage, got empty per-stage lists")
+        raise ConfigurationError(f"{model}: need at least one stage, got empty per-stage lists")
     for name in ("embed_dims", "depths"):
         if name in lists:
             for value in lists[name]:
                 if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                    raise ValueError(f"{model}: {name} must be positive ints, got {list(lists[name])}")
+                    raise ConfigurationError(f"{model}: {name} must be positive ints, got {list(lists[name])}")
     if "mlp_ratios" in lists:
         for value in lists["mlp_ratios"]:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"{model}: mlp_ratios must be positive numbers, got {list(lists['mlp_ratios'])}")
+                raise ConfigurationError(
+                    f"{model}: mlp_ratios must be positive numbers, got {list(lists['mlp_ratios'])}"
+                )
     return num_stages
 
 
-def check_out_indices(model: str, out_indices: Sequence[int], num_stages: int) -> tuple[int, ...]:
-    """Validate stage indices for ``features_only`` (negative indices count from the end)."""
-    indices = []
-    for index in out_indices:
-        if isinstance(index, bool) or not isinstance(index, int) or not -num_stages <= index < num_stages:
-            raise ValueError(
-                f"{model}: out_indices must be stage indices in [0, {num_stages - 1}] "
-                f"(or negative from the end), got {tuple(out_indices)}"
-            )
-        indices.append(index % num_stages)
-    if not indices or len(set(indices)) != len(indices):
-        raise ValueError(f"{model}: out_indices must be non-empty and without repeats, got {tuple(out_indices)}")
-    return tuple(sorted(indices))
+def check_common_args(model: str, num_classes: Any, in_chans: Any, drop_path_rate: Any, global_pool: Any) -> None:
+    """The arguments every backbone takes, checked the same way."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+        raise ConfigurationError(f"{model}: num_classes must be an int >= 0, got {num_classes!r}")
+    if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
+        raise ConfigurationError(f"{model}: in_chans must be an int >= 1, got {in_chans!r}")
+    if isinstance(drop_path_rate, bool) or not isinstance(drop_path_rate, (int, float)) or not 0 <= drop_path_rate < 1:
+        raise ConfigurationError(f"{model}: drop_path_rate must be a number in [0, 1), got {drop_path_rate!r}")
+    if global_pool not in _POOLS:
+        raise ConfigurationError(f"{model}: global_pool must be one of {list(_POOLS)}, got {global_pool!r}")
 
 
 def init_weights(module: nn.Module) -> None:
@@ -73,25 +87,42 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-class FeatureInfo(list):
-    """timm-style feature info: a list of dicts (``num_chs``, ``reduction``, ``module``, ``stage``)
-    with timm's accessors ``channels()`` and ``reduction()``."""
-
-    def channels(self) -> list[int]:
-        return [info["num_chs"] for info in self]
-
-    def reduction(self) -> list[int]:
-        return [info["reduction"] for info in self]
-
-    def module_name(self) -> list[str]:
-        return [info["module"] for info in self]
+# -- the released key layout (patch_embed1 / block1 / norm1) <-> ours (stages.0.downsample / blocks / norm)
+_RELEASED = re.compile(r"(patch_embed|block|norm)(\d+)\.(.+)")
+_OURS = re.compile(r"stages\.(\d+)\.(downsample|blocks|norm)\.(.+)")
+_TO_OURS = {"patch_embed": "downsample", "block": "blocks", "norm": "norm"}
+_TO_RELEASED = {ours: released for released, ours in _TO_OURS.items()}
 
 
-def feature_info(embed_dims: Sequence[int], reductions: Sequence[int], indices: Sequence[int]) -> FeatureInfo:
-    """Channels, stride and producing module of each returned stage map."""
-    return FeatureInfo(
-        {"num_chs": embed_dims[i], "reduction": reductions[i], "module": f"norm{i + 1}", "stage": i} for i in indices
-    )
+def from_released_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The reference repos' keys (``patch_embed1.*``, ``block1.0.*``, ``norm1.*``) -> ours (``stages.0.*``)."""
+    out = {}
+    for key, value in state_dict.items():
+        match = _RELEASED.fullmatch(key)
+        out[f"stages.{int(match[2]) - 1}.{_TO_OURS[match[1]]}.{match[3]}" if match else key] = value
+    return out
+
+
+def to_released_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our keys -> the reference repos' (what their code and the published key lists use)."""
+    out = {}
+    for key, value in state_dict.items():
+        match = _OURS.fullmatch(key)
+        out[f"{_TO_RELEASED[match[2]]}{int(match[1]) + 1}.{match[3]}" if match else key] = value
+    return out
+
+
+def _remap_on_load(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    # load_state_dict pre-hook: plain model.load_state_dict(released or foreign layout) works,
+    # which is what timm.create_model(..., checkpoint_path=...) calls
+    keys = [k for k in state_dict if k.startswith(prefix)]
+    local = {k[len(prefix) :]: state_dict[k] for k in keys}
+    if not local or all(k.startswith(("stages.", "head.")) for k in local):
+        return
+    mapped = module.checkpoint_filter(local)  # type: ignore[operator]
+    for key in keys:
+        del state_dict[key]
+    state_dict.update({prefix + k: v for k, v in mapped.items()})
 
 
 @contextlib.contextmanager
@@ -124,32 +155,92 @@ def checkpoint_block(block: nn.Module, *args: Any) -> torch.Tensor:
     )
 
 
+def _pool(x: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "avg":
+        return x.mean(dim=(2, 3))
+    if kind == "max":
+        return x.amax(dim=(2, 3))
+    if kind == "avgmax":
+        return 0.5 * (x.mean(dim=(2, 3)) + x.amax(dim=(2, 3)))
+    return x
+
+
 class PyramidBackbone(nn.Module):
     """The timm surface shared by our four-stage backbones (VAN, SMT).
 
-    A subclass builds ``head`` (unless ``features_only``), sets ``num_features``, ``num_stages``,
-    ``built_stages``, ``features_only``, ``out_indices`` and ``grad_checkpointing``, and defines
-    ``_run_stage(x, i)``: stage ``i`` from an NCHW map to its normalised NCHW map.
+    A subclass builds ``self.stages`` (an ``nn.ModuleList`` of stages, each NCHW in, its
+    normalised NCHW map out, with a ``grad_checkpointing`` flag) and calls :meth:`_finish`.
+    Everything else (classifier, pooling, grad checkpointing, ``forward_intermediates``,
+    pruning, parameter groups, checkpoint key mapping) lives here once.
     """
 
-    def _run_stage(self, x: torch.Tensor, i: int) -> torch.Tensor:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # declared for the type checker only: a class annotation would break torch.jit
+        stages: nn.ModuleList
 
+    def _finish(
+        self, embed_dims: Sequence[int], num_classes: int, in_chans: int, global_pool: str, first_conv: str
+    ) -> None:
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.global_pool = global_pool
+        self.num_features = self.head_hidden_size = embed_dims[-1]
+        self.feature_info = StageInfo(
+            {"num_chs": dim, "reduction": 4 * 2**i, "module": f"stages.{i}", "index": i, "stage": i}
+            for i, dim in enumerate(embed_dims)
+        )
+        self.first_conv = first_conv
+        self.grad_checkpointing = False
+        # keys a full checkpoint has that a pruned model (features_only) intentionally lacks
+        self.pruned_checkpoint_prefixes: tuple[str, ...] = ()
+        self.head: nn.Module = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(init_weights)
+        self.register_load_state_dict_pre_hook(_remap_on_load)
+
+    # -- timm's training hooks ------------------------------------------------------------------
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """Parameter groups by depth (timm's layer-wise lr decay): stem, then each block, then norms."""
+        return {
+            "stem": r"^stages\.0\.downsample",
+            "blocks": r"^stages\.(\d+)"
+            if coarse
+            else [
+                (r"^stages\.(\d+)\.downsample", (0,)),
+                (r"^stages\.(\d+)\.blocks\.(\d+)", None),
+                (r"^stages\.(\d+)\.norm", (99999,)),
+            ],
+        }
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Names excluded from weight decay besides timm's rule (1-d tensors: biases, norms, layer scales)."""
+        return set()
+
+    @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each block in the backward pass instead of storing its activations."""
         self.grad_checkpointing = enable
+        for stage in self.stages:
+            stage.grad_checkpointing = enable  # type: ignore[assignment]  # a plain bool attribute of our stages
 
+    @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
-        if self.features_only:
-            raise ValueError(f"{type(self).__name__}: a features_only model has no classifier")
         return self.head
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier with a fresh one for ``num_classes`` (0 removes it)."""
-        if self.features_only:
-            raise ValueError(f"{type(self).__name__}: a features_only model has no classifier to reset")
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the classifier with a fresh one for ``num_classes`` (0 removes it); optionally the pooling."""
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"{type(self).__name__}: num_classes must be an int >= 0, got {num_classes!r}")
+            raise ConfigurationError(f"{type(self).__name__}: num_classes must be an int >= 0, got {num_classes!r}")
+        if global_pool is not None:
+            if global_pool not in _POOLS:
+                raise ConfigurationError(
+                    f"{type(self).__name__}: global_pool must be one of {list(_POOLS)}, got {global_pool!r}"
+                )
+            self.global_pool = global_pool
+        if num_classes > 0 and not self.global_pool:
+            raise ConfigurationError(
+                f"{type(self).__name__}: a classifier needs pooled features; global_pool='' allows num_classes=0 only"
+            )
         self.num_classes = num_classes
         reference = next(self.parameters())
         self.head = (
@@ -159,45 +250,72 @@ class PyramidBackbone(nn.Module):
         )
         self.head.apply(init_weights)
 
+    # -- forward --------------------------------------------------------------------------------
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in_chans, H, W) -> (B, C_last, H/32, W/32)``: the last stage's normalised map."""
-        for i in range(self.built_stages):
-            x = self._run_stage(x, i)
+        for stage in self.stages:
+            x = stage(x)
         return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Global average pool then the classifier; ``pre_logits=True`` stops after the pool."""
-        x = x.mean(dim=(2, 3))
+        """Global pooling then the classifier; ``pre_logits=True`` stops after the pooling."""
+        x = _pool(x, self.global_pool)
         return x if pre_logits else self.head(x)
 
-    def forward_intermediates(self, x: torch.Tensor, indices: Sequence[int] | None = None) -> list[torch.Tensor]:
-        """Stage maps (NCHW, normalised) for ``indices`` (default: all built stages)."""
-        wanted = set(range(self.built_stages) if indices is None else check_out_indices(type(self).__name__, indices, self.num_stages))
-        if max(wanted) >= self.built_stages:
-            raise ValueError(f"{type(self).__name__}: this model only builds stages 0..{self.built_stages - 1}, asked for {sorted(wanted)}")
-        maps = []
-        for i in range(max(wanted) + 1):
-            x = self._run_stage(x, i)
-            if i in wanted:
-                maps.append(x)
-        return maps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        if self.features_only:
-            return self.forward_intermediates(x, self.out_indices)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | tuple[int, ...] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's ``forward_intermediates``: the stage maps at ``indices`` and the final features.
 
-def create_from_config(cls: type[nn.Module], configs: dict[str, dict], variant: str, overrides: dict[str, Any]) -> nn.Module:
-    """Build ``variant`` of a family from its config dict, with overrides, and attach its ``pretrained_cfg``."""
-    config = configs[variant]
-    model = cls(**{**config["arch"], **overrides})
-    model.pretrained_cfg = {  # type: ignore[assignment]
-        "architecture": variant,
-        "url": config.get("url"),
-        "num_classes": 1000,
-        "input_size": (3, 224, 224),
-        "mean": IMAGENET_MEAN,
-        "std": IMAGENET_STD,
-    }
-    return model
+        Args:
+            indices: ``None`` all stages, an int the last n, a list the given ones (negative from the end).
+            norm: accepted for timm's API; every stage map here is already normalised (each stage ends
+                in its own LayerNorm), so it changes nothing.
+            stop_early: stop after the last requested stage (the "final" map is then that stage's).
+            output_fmt: ``'NCHW'`` or ``'NHWC'``.
+            intermediates_only: return only the list.
+
+        Returns:
+            ``(final, intermediates)``, or the list alone with ``intermediates_only``.
+        """
+        if output_fmt not in ("NCHW", "NHWC"):
+            raise ConfigurationError(f"{type(self).__name__}: output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+        take, max_index = take_indices(len(self.stages), indices, type(self).__name__)
+        stages = self.stages[: max_index + 1] if stop_early or intermediates_only else self.stages
+        intermediates = []
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take:
+                intermediates.append(x.permute(0, 2, 3, 1) if output_fmt == "NHWC" else x)
+        if intermediates_only:
+            return intermediates
+        return x, intermediates
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] | tuple[int, ...] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop the stages after the last of ``indices`` (and the classifier); return the kept indices."""
+        num_stages = len(self.stages)
+        take, max_index = take_indices(num_stages, indices, type(self).__name__)
+        self.stages = self.stages[: max_index + 1]
+        pruned = [f"stages.{i}." for i in range(max_index + 1, num_stages)]
+        if max_index < num_stages - 1:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+        if prune_head or max_index < num_stages - 1:
+            self.reset_classifier(0, "")
+            pruned.append("head.")
+        self.pruned_checkpoint_prefixes = (*self.pruned_checkpoint_prefixes, *pruned)
+        return take
+
+    def released_state_dict(self) -> dict[str, torch.Tensor]:
+        """``state_dict()`` in the reference repos' key layout (``patch_embed1``, ``block1.0``, ``norm1``)."""
+        return to_released_layout(self.state_dict())

@@ -1,25 +1,19 @@
-"""Loading and saving weights safely, in any of the released layouts.
+"""Loading and saving model weights safely, in any of the released layouts.
 
-* ``.safetensors`` files, or ``.pth``/``.pth.tar``/``.bin`` files read with
-  ``torch.load(weights_only=True)``: a file that carries arbitrary pickled objects is refused, never
-  executed. The only non-tensor objects accepted are the inert training metadata released
-  checkpoints carry: ``argparse.Namespace`` (timm scripts) and config mappings such as yacs'
-  ``CfgNode`` (the SMT/Swin scripts), read as plain ``OrderedDict`` without importing their code.
-* A raw state_dict, or one wrapped under ``'state_dict'`` or ``'model'`` (and ``module.`` prefixes).
-* Foreign key layouts are mapped by the model's ``checkpoint_filter`` (VAN: HuggingFace, mmpretrain).
+File reading and writing is :mod:`largekernel.checkpoint_io` (weights-only, atomic); here:
+
+* Foreign key layouts are mapped by the model's ``checkpoint_filter`` (released
+  ``patch_embed1``/``block1`` keys, HuggingFace, mmpretrain, detector ``backbone.*``).
 * A classifier for a different number of classes is dropped with a warning; any other mismatch
   raises a ``ValueError`` listing the missing and unexpected keys and the shape differences.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import pickle
 import urllib.error
 import urllib.parse
 import warnings
-from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,16 +21,19 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..checkpoint_io import read_tensors, write_safetensors
+from ..errors import ConfigurationError
+
 __all__ = [
     "WeightsUnavailableError",
     "download_weights",
     "load_checkpoint",
     "load_pretrained",
+    "load_state_dict_into",
     "read_state_dict",
     "save_checkpoint",
 ]
 
-_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
 _MAX_LISTED = 20
 
 
@@ -44,78 +41,9 @@ class WeightsUnavailableError(FileNotFoundError):
     """The pretrained weights are neither cached nor downloadable (e.g. no network)."""
 
 
-# Configuration objects that training scripts store beside the weights. They are read as plain
-# mappings (OrderedDict) under their own names, so none of their code is imported or run.
-_CONFIG_CLASSES = (
-    "yacs.config.CfgNode",  # Swin-style scripts (the SMT code)
-    "mmengine.config.config.ConfigDict",
-    "mmcv.utils.config.ConfigDict",
-    "addict.addict.Dict",
-)
-
-
-def _safe_globals() -> list[Any]:
-    return [argparse.Namespace, *((OrderedDict, name) for name in _CONFIG_CLASSES)]
-
-
-def _torch_load_safely(path: Path) -> Any:
-    safe_globals = getattr(torch.serialization, "safe_globals", None)
-    try:
-        if safe_globals is None:  # torch < 2.5
-            return torch.load(path, map_location="cpu", weights_only=True)
-        try:
-            context = safe_globals(_safe_globals())
-        except (TypeError, ValueError):  # torch < 2.6 has no (replacement, "module.name") entries
-            context = safe_globals([argparse.Namespace])
-        with context:
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        found = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
-        try:
-            names = [n for n in found(path) if n not in _CONFIG_CLASSES and n != "argparse.Namespace"] if found else []
-        except Exception:  # noqa: BLE001 - listing is a courtesy; the refusal stands either way
-            names = []
-        what = f"it references {', '.join(names)}" if names else str(error).strip().splitlines()[0]
-        raise ValueError(
-            f"refusing to load {path}: it holds pickled Python objects other than tensors and plain "
-            f"containers, and unpickling them could run arbitrary code ({what}). If you trust the file, "
-            f"extract its weights once with torch.load(path, weights_only=False) and save them with "
-            f"largekernel.save_checkpoint (safetensors)."
-        ) from error
-
-
-def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    # training checkpoints nest the weights under a known key; take the first present
-    while isinstance(obj, Mapping) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        for key in _WRAPPER_KEYS:
-            if isinstance(obj.get(key), Mapping):
-                obj = obj[key]
-                break
-        else:
-            kinds = {k: type(v).__name__ for k, v in list(obj.items())[:8]}
-            raise ValueError(
-                f"{path}: found no state_dict: expected a mapping of parameter names to tensors, or one "
-                f"under {list(_WRAPPER_KEYS)}; top-level entries are {kinds}"
-            )
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"{path}: expected a state_dict (mapping of names to tensors), got {type(obj).__name__}")  # noqa: TRY004 - a bad file, not a bad argument
-    state_dict = dict(obj)
-    for prefix in ("module.", "_orig_mod."):  # DataParallel/DDP and torch.compile wrappers
-        if state_dict and all(k.startswith(prefix) for k in state_dict):
-            state_dict = {k[len(prefix) :]: v for k, v in state_dict.items()}
-    return state_dict
-
-
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read the tensors of a checkpoint file (safetensors or a weights-only torch file), unwrapped."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return _unwrap(load_file(str(path), device="cpu"), path)
-    return _unwrap(_torch_load_safely(path), path)
+    """Read the tensors of a checkpoint file or folder (see :func:`largekernel.checkpoint_io.read_tensors`)."""
+    return read_tensors(path)
 
 
 def _describe(names: list[str]) -> str:
@@ -123,7 +51,9 @@ def _describe(names: list[str]) -> str:
     return shown + (f", ... ({len(names) - _MAX_LISTED} more)" if len(names) > _MAX_LISTED else "")
 
 
-def _drop_mismatched_classifier(model: nn.Module, state_dict: dict[str, torch.Tensor], expected: dict[str, Any]) -> set[str]:
+def _drop_mismatched_classifier(
+    model: nn.Module, state_dict: dict[str, torch.Tensor], expected: dict[str, Any]
+) -> set[str]:
     """Drop a classifier that cannot fit; return the model's head keys that may then stay missing."""
     head_keys = [k for k in state_dict if k.startswith("head.")]
     if not head_keys:
@@ -132,8 +62,12 @@ def _drop_mismatched_classifier(model: nn.Module, state_dict: dict[str, torch.Te
     weight = state_dict.get("head.weight")
     if not model_head:
         reason = "the model has no classifier (num_classes=0)"
-    elif weight is not None and "head.weight" in expected and tuple(weight.shape) != tuple(expected["head.weight"].shape):
-        reason = f"the checkpoint's classifier has {weight.shape[0]} classes, the model {expected['head.weight'].shape[0]}"
+    elif (
+        weight is not None and "head.weight" in expected and tuple(weight.shape) != tuple(expected["head.weight"].shape)
+    ):
+        reason = (
+            f"the checkpoint's classifier has {weight.shape[0]} classes, the model {expected['head.weight'].shape[0]}"
+        )
     else:
         return set()
     for key in head_keys:
@@ -144,11 +78,13 @@ def _drop_mismatched_classifier(model: nn.Module, state_dict: dict[str, torch.Te
     return model_head
 
 
-def load_state_dict_into(model: nn.Module, state_dict: dict[str, torch.Tensor], strict: bool = True, source: str = "checkpoint") -> Any:
+def load_state_dict_into(
+    model: nn.Module, state_dict: dict[str, torch.Tensor], strict: bool = True, source: str = "checkpoint"
+) -> Any:
     """Convert ``state_dict`` to the model's layout and load it (see :func:`load_checkpoint`)."""
     converter = getattr(model, "checkpoint_filter", None)
     if converter is not None:
-        state_dict = converter(state_dict)
+        state_dict = converter(state_dict, model)
     pruned = getattr(model, "pruned_checkpoint_prefixes", ())
     if pruned:  # features_only models: stages after the last output and the classifier are not built
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith(tuple(pruned))}
@@ -173,6 +109,7 @@ def load_state_dict_into(model: nn.Module, state_dict: dict[str, torch.Tensor], 
         message = f"{source} does not fit {type(model).__name__}:\n  " + "\n  ".join(problems)
         if strict or shapes:
             hint = "\n(is it a different variant or kernel size? overrides such as kernel_size=... must match the checkpoint)"
+            # ValueError as before: train/ wraps it with the model description it came with (see the report)
             raise ValueError(message + hint)
     # checked above; the freshly initialised classifier (if dropped) is the only gap allowed in strict mode
     return model.load_state_dict(state_dict, strict=strict and not excused)
@@ -183,7 +120,9 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike[str], strict: bool
 
     Args:
         model: a largekernel model (or any module; then only the wrapper handling applies).
-        path: ``.safetensors``, ``.pth``, ``.pth.tar``, ``.bin`` (raw, ``'state_dict'`` or ``'model'``).
+        path: ``.safetensors``, ``.pth``, ``.pth.tar``, ``.bin``, a sharded ``*.index.json`` or a
+            HuggingFace ``save_pretrained`` folder (raw, or under ``'state_dict_ema'``,
+            ``'state_dict'``, ``'model'``: EMA weights preferred).
         strict: fail on missing or unexpected keys (shape differences always fail).
 
     Returns:
@@ -191,7 +130,8 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike[str], strict: bool
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: unsafe pickle, no state_dict inside, or keys/shapes that do not fit.
+        CheckpointError: unsafe pickle, no state_dict inside, unreadable file, non-float tensors.
+        ValueError: keys or shapes that do not fit the model.
     """
     state_dict = read_state_dict(path)
     return load_state_dict_into(model, state_dict, strict=strict, source=f"checkpoint {os.fspath(path)}")
@@ -203,27 +143,13 @@ def save_checkpoint(
     metadata: Mapping[str, str] | None = None,
 ) -> Path:
     """Write a model's state_dict (or a state_dict) as safetensors, atomically (temp file + rename)."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise ValueError(f"save_checkpoint writes safetensors; give a path ending in .safetensors, got {path}")
     state_dict = model.state_dict() if isinstance(model, nn.Module) else dict(model)
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
-    meta = {"format": "pt", **(metadata or {})}
+    meta = dict(metadata or {})
     if isinstance(model, nn.Module):
-        architecture = getattr(model, "pretrained_cfg", {}).get("architecture")
+        architecture = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
         if architecture:
             meta.setdefault("architecture", architecture)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(tensors, str(temporary), metadata=meta)
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-    return path
+    return write_safetensors(state_dict, path, meta)
 
 
 def download_weights(url: str) -> Path:
@@ -243,13 +169,18 @@ def download_weights(url: str) -> Path:
     return target
 
 
-def load_pretrained(model: nn.Module, name: str) -> Any:
-    """Load the released weights of model ``name`` (its ``pretrained_cfg['url']``)."""
-    url = getattr(model, "pretrained_cfg", {}).get("url")
-    if not url:
-        raise ValueError(
+def load_pretrained(model: nn.Module, pretrained_cfg: Mapping[str, Any] | None = None) -> Any:
+    """Load the released weights its ``pretrained_cfg`` names: ``state_dict``, ``file``, else ``url``."""
+    cfg = dict(pretrained_cfg or getattr(model, "pretrained_cfg", None) or {})
+    name = cfg.get("architecture", type(model).__name__)
+    if cfg.get("state_dict") is not None:
+        return load_state_dict_into(model, dict(cfg["state_dict"]), source=f"pretrained_cfg['state_dict'] of {name!r}")
+    if cfg.get("file"):
+        return load_checkpoint(model, cfg["file"])
+    if not cfg.get("url"):
+        raise ConfigurationError(
             f"no public download location is known for {name!r} weights; pass checkpoint_path= with a "
-            f"local checkpoint (reference, HuggingFace or mmpretrain layout) instead"
+            f"local checkpoint (reference, HuggingFace or mmpretrain layout), or "
+            f"pretrained_cfg_overlay=dict(file=...), instead"
         )
-    return load_checkpoint(model, download_weights(url))
-
+    return load_checkpoint(model, download_weights(cfg["url"]))

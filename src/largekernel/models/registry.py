@@ -14,13 +14,15 @@ from typing import Any
 
 from torch import nn
 
+from ..errors import ConfigurationError
+
 __all__ = ["create_model", "is_model", "list_models", "register_model"]
 
 _MODEL_FACTORIES: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register_model(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register ``factory`` under its function name (``van_b0``...). Returns it unchanged."""
+    """Register ``factory(pretrained=False, **kwargs)`` under its function name (``van_b0``...). Returns it unchanged."""
     name = factory.__name__
     if name in _MODEL_FACTORIES and _MODEL_FACTORIES[name] is not factory:
         raise ValueError(f"a model named {name!r} is already registered")
@@ -52,21 +54,27 @@ def create_model(
     name: str,
     pretrained: bool = False,
     checkpoint_path: str | os.PathLike[str] | None = None,
-    **overrides: Any,
+    **kwargs: Any,
 ) -> nn.Module:
-    """Build a registered model.
+    """Build a registered model (through timm's builder where timm imports).
 
     Args:
         name: model name, e.g. ``'van_b0'``, ``'van_lska_tiny'``, ``'smt_t'`` (see :func:`list_models`).
-        pretrained: load the released weights from their public location (downloaded once into
+        pretrained: load the released weights: ``pretrained_cfg['file']`` if set (e.g.
+            ``pretrained_cfg_overlay=dict(file=LOCAL)``), else the public URL (downloaded once into
             the torch hub cache; a clear error says which file is needed when offline).
-        checkpoint_path: load weights from this local file instead (``.pth``/``.pth.tar``/``.bin``
-            or ``.safetensors``; reference, HuggingFace and mmpretrain layouts are converted).
-        **overrides: the published constructor arguments (``embed_dims``, ``depths``,
-            ``num_classes``, ``kernel_size``, ``attention``, ``features_only``, ``out_indices``...).
+        checkpoint_path: load weights from this local file or folder instead (``.safetensors``,
+            ``.pth``/``.pth.tar``/``.bin``, a sharded ``*.index.json``, a ``save_pretrained``
+            folder; reference, HuggingFace and mmpretrain layouts are converted).
+        **kwargs: the published constructor arguments (``embed_dims``, ``depths``, ``num_classes``,
+            ``kernel_size``, ``attention``, ``global_pool``...) and timm's (``features_only``,
+            ``out_indices``, ``feature_cls``, ``pretrained_cfg``, ``pretrained_cfg_overlay``).
+
+    Loading always goes through :func:`largekernel.load_checkpoint` (weights only, never code);
+    with ``features_only`` the weights go into the (pruned) backbone inside the wrapper.
 
     Raises:
-        ValueError: unknown name (the message lists close matches) or invalid overrides.
+        ConfigurationError: unknown name (the message lists close matches) or invalid arguments.
     """
     if not isinstance(name, str):
         raise TypeError(f"create_model: name must be a str, got {type(name).__name__}")
@@ -74,21 +82,19 @@ def create_model(
     if name not in _MODEL_FACTORIES:
         close = difflib.get_close_matches(name, list(_MODEL_FACTORIES), n=5, cutoff=0.5)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise ValueError(
+        raise ConfigurationError(
             f"unknown model {name!r}{hint} (list_models() gives all {len(_MODEL_FACTORIES)} names)"
         )
     if pretrained and checkpoint_path is not None:
-        raise ValueError("create_model: give either pretrained=True or checkpoint_path, not both")
-    model = _MODEL_FACTORIES[name](**overrides)
+        raise ConfigurationError("create_model: give either pretrained=True or checkpoint_path, not both")
+    model = _MODEL_FACTORIES[name](pretrained=False, **kwargs)
 
-    from ..integrations.timm import register_if_timm_imported
-
-    register_if_timm_imported()  # free unless the user imported timm
-
+    from ._builder import unwrap_features
     from .checkpoint import load_checkpoint, load_pretrained
 
+    backbone = unwrap_features(model)
     if pretrained:
-        load_pretrained(model, name)
+        load_pretrained(backbone, getattr(backbone, "pretrained_cfg", None))
     elif checkpoint_path is not None:
-        load_checkpoint(model, checkpoint_path)
+        load_checkpoint(backbone, checkpoint_path)
     return model

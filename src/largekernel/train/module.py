@@ -1,104 +1,69 @@
-"""The LightningModule and callbacks: the papers' recipe around any image classifier.
+"""The LightningModule and callbacks: the papers' recipe around any image classifier, with timm's pieces.
 
-Recipe (VAN / LSKA / SMT): AdamW, linear warmup then cosine decay stepped per optimizer step, label
-smoothing, drop-path (inside the model), weight decay on weight matrices and kernels only (no decay
-on 1-D parameters: norms, biases, layer scales).
+timm provides the optimizer (``create_optimizer_v2``: no weight decay on 1-D parameters and on the
+model's ``no_weight_decay()`` names), the warmup + cosine schedule (``create_scheduler_v2``, stepped
+per epoch or per update), Mixup/CutMix (``timm.data.Mixup``) with ``SoftTargetCrossEntropy``, and
+the EMA of the weights (``timm.utils.ModelEmaV3``, evaluated each epoch). torchmetrics counts the
+held-out accuracy and loss (summed over DDP ranks).
 
-Determinism: every training step reseeds torch from ``(seed, global_step, rank)``, so augmentation
-and drop-path draw the same numbers whether or not the run was interrupted and resumed.
+Determinism: every training step reseeds Python, NumPy and torch from ``(seed, global_step, rank)``,
+so Mixup and drop-path draw the same numbers whether or not the run was interrupted and resumed.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
+import random
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
-from .data import AugmentConfig, augment_batch
+from .config import TrainConfig
+from ..checkpoint_io import atomic_write_bytes
 
-__all__ = [
-    "ImageClassifier",
-    "EpochMetricsWriter",
-    "AtomicCheckpointIO",
-    "warmup_cosine",
-    "parameter_groups",
-    "atomic_write_bytes",
-    "METRIC_COLUMNS",
-]
+__all__ = ["METRIC_COLUMNS", "EpochMetricsWriter", "ImageClassifier"]
 
-METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "val_top1", "val_top5", "lr", "epoch_seconds", "images_per_second")
-
-
-def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.01) -> float:
-    """LR multiplier: linear from ``1/warmup`` to 1 over ``warmup_steps``, then cosine to ``min_ratio``."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+METRIC_COLUMNS = (
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_top1",
+    "val_top5",
+    "raw_val_top1",
+    "lr",
+    "epoch_seconds",
+    "images_per_second",
+)
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Two AdamW groups: decay on >= 2-D parameters; none on 1-D ones (norms, biases, layer scales)."""
-    decay, no_decay = [], []
-    for parameter in model.parameters():
-        if parameter.requires_grad:
-            (decay if parameter.ndim >= 2 else no_decay).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def _metrics(num_classes: int) -> nn.ModuleDict:
+    from torchmetrics import MeanMetric
+    from torchmetrics.classification import MulticlassAccuracy
 
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``.
-
-    A reader (or a run killed mid-write) sees the old file or the new one, never half of one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoints written to a temporary file, fsync'ed, then renamed over the target."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        if storage_options is not None:
-            raise TypeError("AtomicCheckpointIO takes no storage_options")
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-        atomic_write_bytes(path, buffer.getvalue())
+    metrics = {"loss": MeanMetric(), "top1": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
+    if num_classes >= 5:
+        metrics["top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+    return nn.ModuleDict(metrics)
 
 
 class ImageClassifier(L.LightningModule):
     """Train and evaluate ``model`` (any ``nn.Module`` mapping ``(B, C, H, W)`` to ``(B, classes)`` logits).
 
-    Batches arrive as uint8 images; they are scaled to [0, 1], augmented (training only), then
-    normalised with ``mean``/``std``.
+    Batches arrive transformed and normalised (the data pipeline's job).
 
     Args:
         model: the classifier.
         num_classes: its number of outputs (checked against the logits).
-        mean, std: per-channel normalisation of [0, 1] images.
-        lr: peak learning rate (AdamW).
-        weight_decay: AdamW decay of >= 2-D parameters.
-        warmup_epochs: linear warmup length, in epochs (converted to steps).
-        label_smoothing: of the cross-entropy.
-        augment: the training augmentation.
-        seed: base of the per-step reseeding.
+        config: a resolved :class:`TrainConfig` (optimizer, schedule, Mixup, EMA); ``None`` to evaluate only.
         model_config: JSON-able description of ``model`` stored in every checkpoint so it can be rebuilt.
     """
 
@@ -106,71 +71,117 @@ class ImageClassifier(L.LightningModule):
         self,
         model: nn.Module,
         num_classes: int,
-        mean: tuple[float, ...],
-        std: tuple[float, ...],
-        lr: float = 1e-3,
-        weight_decay: float = 0.05,
-        warmup_epochs: float = 1.0,
-        label_smoothing: float = 0.1,
-        augment: AugmentConfig | None = None,
-        seed: int = 0,
+        config: TrainConfig | None = None,
         model_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.num_classes = num_classes
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-        self.lr, self.weight_decay, self.warmup_epochs = lr, weight_decay, warmup_epochs
-        self.label_smoothing = label_smoothing
-        self.augment = augment or AugmentConfig()
-        self.seed = seed
+        self.config = config
         self.model_config = model_config or {}
-        self._reset_train_sums()
-        self._reset_val_sums()
+        self.mixup = None
+        self.model_ema = None
+        if config is not None:
+            if config.mixup > 0 or config.cutmix > 0:
+                from timm.data import Mixup
+
+                self.mixup = Mixup(
+                    mixup_alpha=config.mixup,
+                    cutmix_alpha=config.cutmix,
+                    prob=config.mixup_prob,
+                    switch_prob=config.mixup_switch_prob,
+                    mode="batch",
+                    label_smoothing=config.label_smoothing,
+                    num_classes=num_classes,
+                )
+            if config.model_ema:
+                from timm.utils import ModelEmaV3
+
+                # warmup: the average starts short and lengthens, so short runs profit as well
+                self.model_ema = ModelEmaV3(model, decay=config.model_ema_decay, use_warmup=True)
+                # updated by copying, never by gradients (and DDP must not wait for its gradients)
+                self.model_ema.requires_grad_(False)
+        self.val_metrics = _metrics(num_classes)
+        self.raw_val_metrics = _metrics(num_classes) if self.model_ema is not None else None
+        from torchmetrics import MeanMetric
+
+        self.train_loss = MeanMetric()
+        self._val_images = 0
         self.epoch_metrics: dict[str, float] = {}
 
-    # -- data ------------------------------------------------------------------------------------
-    def preprocess(self, images: torch.Tensor, train: bool) -> torch.Tensor:
-        images = images.float().div_(255.0)
-        if train:
-            images = augment_batch(images, self.augment)
-        return (images - self.mean) / self.std
+    @property
+    def recipe(self) -> TrainConfig:
+        """The resolved training settings (a module built to evaluate only has none)."""
+        if self.config is None:
+            raise RuntimeError("ImageClassifier was built without a TrainConfig; it can evaluate but not train")
+        return self.config
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits for uint8 images (no augmentation)."""
-        return self.model(self.preprocess(images, train=False))
+        """Logits of the weights that are evaluated and kept (the EMA when there is one)."""
+        return (self.model_ema.module if self.model_ema is not None else self.model)(images)
 
     # -- training --------------------------------------------------------------------------------
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        step_seed = (self.seed * 1_000_003 + self.global_step) * 1_009 + self.global_rank
-        torch.manual_seed(step_seed % (2**63))
+        step_seed = ((self.recipe.seed * 1_000_003 + self.global_step) * 1_009 + self.global_rank) % (2**32)
+        torch.manual_seed(step_seed)
+        np.random.seed(step_seed)  # timm's Mixup draws from NumPy
+        random.seed(step_seed)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        from timm.loss import SoftTargetCrossEntropy
+
         images, labels = batch
-        logits = self.model(self.preprocess(images, train=True))
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
+        if self.mixup is not None and len(labels) % 2 == 0:  # timm's batch Mixup pairs the batch with its flip
+            images, targets = self.mixup(images, labels)
+            loss = SoftTargetCrossEntropy()(self.model(images).float(), targets)
+        else:
+            loss = F.cross_entropy(self.model(images).float(), labels, label_smoothing=self.recipe.label_smoothing)
         if not torch.isfinite(loss):
             raise ValueError(
                 f"training loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "
-                f"lower --lr (now {self.lr:g}), or use --precision 32-true"
+                f"lower --lr (now {self.recipe.lr:g}), or use --precision 32-true"
             )
-        self._train_sums += torch.stack([loss.detach() * len(labels), torch.tensor(float(len(labels)), device=loss.device)])
+        self.train_loss.update(loss.detach(), weight=len(labels))
         self.log("loss", loss.detach(), prog_bar=True, logger=False)
         return loss
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.model_ema is not None:
+            self.model_ema.update(self.model, step=self.global_step)
+
     def on_train_epoch_start(self) -> None:
-        self._reset_train_sums()
+        self.train_loss.reset()
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(parameter_groups(self.model, self.weight_decay), lr=self.lr, betas=(0.9, 0.999))
-        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
-        steps_per_epoch = max(1, total_steps // max(1, self.trainer.max_epochs or 1))
-        warmup_steps = max(1, round(self.warmup_epochs * steps_per_epoch))
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, warmup_steps, total_steps)
+        from timm.optim import create_optimizer_v2
+        from timm.scheduler import create_scheduler_v2
+
+        config = self.recipe
+        optimizer = create_optimizer_v2(self.model, opt=config.opt, lr=config.lr, weight_decay=config.weight_decay)
+        steps_per_epoch = max(
+            1, math.ceil(int(self.trainer.estimated_stepping_batches) / max(1, self.trainer.max_epochs))
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        scheduler, _ = create_scheduler_v2(
+            optimizer,
+            sched="cosine",
+            num_epochs=config.epochs - (math.ceil(config.warmup_epochs) if config.warmup_prefix else 0),
+            warmup_epochs=config.warmup_epochs,
+            warmup_lr=config.warmup_lr,
+            min_lr=config.min_lr,
+            cooldown_epochs=config.cooldown_epochs,
+            warmup_prefix=config.warmup_prefix,
+            step_on_epochs=config.sched_on_epochs,
+            updates_per_epoch=steps_per_epoch,
+        )
+        interval = "epoch" if config.sched_on_epochs else "step"
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        # timm's schedulers take the epoch (or update count) they are at, as timm's train.py passes it
+        if self.recipe.sched_on_epochs:
+            scheduler.step(epoch=self.current_epoch + 1)
+        else:
+            scheduler.step_update(num_updates=self.global_step)
 
     # -- evaluation ------------------------------------------------------------------------------
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -181,21 +192,20 @@ class ImageClassifier(L.LightningModule):
 
     def _evaluate_batch(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         images, labels = batch
-        logits = self(images).float()
-        if logits.dim() != 2 or logits.shape[1] != self.num_classes:
-            raise ValueError(f"model returned logits of shape {tuple(logits.shape)}, expected (batch, {self.num_classes})")
-        loss = F.cross_entropy(logits, labels, reduction="sum")
-        top = logits.topk(min(5, self.num_classes), dim=1).indices
-        hits = top.eq(labels[:, None])
-        self._val_sums += torch.stack(
-            [loss, hits[:, :1].sum().float(), hits.any(dim=1).sum().float(), torch.tensor(float(len(labels)), device=loss.device)]
-        )
-
-    def on_validation_epoch_start(self) -> None:
-        self._reset_val_sums()
-
-    def on_test_epoch_start(self) -> None:
-        self._reset_val_sums()
+        self._val_images += len(labels)
+        networks = [(self.val_metrics, self(images))]
+        if self.raw_val_metrics is not None:
+            networks.append((self.raw_val_metrics, self.model(images)))
+        for metrics, logits in networks:
+            logits = logits.float()
+            if logits.dim() != 2 or logits.shape[1] != self.num_classes:
+                raise ValueError(
+                    f"model returned logits of shape {tuple(logits.shape)}, expected (batch, {self.num_classes})"
+                )
+            metrics["loss"].update(F.cross_entropy(logits, labels, reduction="none"))
+            for name, metric in metrics.items():
+                if name != "loss":
+                    metric.update(logits, labels)
 
     def on_validation_epoch_end(self) -> None:
         self._finish_evaluation("val")
@@ -204,29 +214,26 @@ class ImageClassifier(L.LightningModule):
         self._finish_evaluation("test")
 
     def _finish_evaluation(self, prefix: str) -> None:
-        sums = self.trainer.strategy.reduce(self._val_sums.clone(), reduce_op="sum")
-        loss_sum, correct1, correct5, count = sums.tolist()
-        count = max(count, 1.0)
-        metrics = {f"{prefix}_loss": loss_sum / count, f"{prefix}_top1": 100.0 * correct1 / count}
-        if self.num_classes >= 5:
-            metrics[f"{prefix}_top5"] = 100.0 * correct5 / count
-        metrics[f"{prefix}_images"] = count
+        metrics: dict[str, float] = {}
+        for name, metric in self.val_metrics.items():
+            metrics[f"{prefix}_{name}"] = metric.compute().item() * (1.0 if name == "loss" else 100.0)
+            metric.reset()
+        images = self.trainer.strategy.reduce(
+            torch.tensor(float(self._val_images), device=self.device), reduce_op="sum"
+        )
+        metrics[f"{prefix}_images"] = float(images)
+        self._val_images = 0
+        if self.raw_val_metrics is not None:
+            metrics[f"raw_{prefix}_top1"] = self.raw_val_metrics["top1"].compute().item() * 100.0
+            for metric in self.raw_val_metrics.values():
+                metric.reset()
         if self.trainer.state.fn == "fit":
-            train_sums = self.trainer.strategy.reduce(self._train_sums.clone(), reduce_op="sum")
-            if train_sums[1] > 0:
-                metrics["train_loss"] = (train_sums[0] / train_sums[1]).item()
-                metrics["train_images"] = train_sums[1].item()
+            if self.train_loss.update_count > 0:  # every rank takes the same number of steps
+                metrics["train_loss"] = self.train_loss.compute().item()
         self.epoch_metrics = metrics
         for name, value in metrics.items():
-            self.log(name, value, logger=False, prog_bar=name.endswith("top1"))
-
-    def _reset_train_sums(self) -> None:
-        device = self.mean.device if hasattr(self, "mean") else None
-        self._train_sums = torch.zeros(2, device=device)
-
-    def _reset_val_sums(self) -> None:
-        device = self.mean.device if hasattr(self, "mean") else None
-        self._val_sums = torch.zeros(4, device=device, dtype=torch.float64 if device is None or device.type == "cpu" else torch.float32)
+            # already summed over ranks by torchmetrics: the mean over ranks leaves them as they are
+            self.log(name, value, logger=False, prog_bar=name.endswith("top1"), sync_dist=True)
 
     # -- checkpoints -----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -265,17 +272,18 @@ class EpochMetricsWriter(L.Callback):
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
         metrics = getattr(pl_module, "epoch_metrics", {})
-        train_images = metrics.get("train_images", 0.0)
+        train_images = len(trainer.train_dataloader.sampler) * trainer.world_size if trainer.train_dataloader else 0
         row = {
             "epoch": trainer.current_epoch + 1,
             "train_loss": metrics.get("train_loss", float("nan")),
             "val_loss": metrics.get("val_loss", float("nan")),
             "val_top1": metrics.get("val_top1", float("nan")),
             "val_top5": metrics.get("val_top5", float("nan")),
+            "raw_val_top1": metrics.get("raw_val_top1", float("nan")),
             "lr": trainer.optimizers[0].param_groups[0]["lr"],
             "epoch_seconds": time.perf_counter() - self._epoch_start,
             "images_per_second": train_images / self._train_seconds if self._train_seconds > 0 else float("nan"),
-            "train_images": train_images,
+            "train_images": float(train_images),
             "train_seconds": self._train_seconds,
         }
         self.history = [r for r in self.history if r["epoch"] < row["epoch"]] + [row]
@@ -296,7 +304,3 @@ def _format(value: Any) -> str:
     if isinstance(value, float):
         return "" if math.isnan(value) else f"{value:.6g}"
     return str(value)
-
-
-def write_json(path: str | os.PathLike, data: dict[str, Any]) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())

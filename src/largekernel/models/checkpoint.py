@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..checkpoint_io import read_tensors, write_safetensors
-from ..errors import ConfigurationError
+from ..errors import CheckpointMismatchError, ConfigurationError, LargeKernelError
 
 __all__ = [
     "WeightsUnavailableError",
@@ -37,7 +37,7 @@ __all__ = [
 _MAX_LISTED = 20
 
 
-class WeightsUnavailableError(FileNotFoundError):
+class WeightsUnavailableError(LargeKernelError, FileNotFoundError):
     """The pretrained weights are neither cached nor downloadable (e.g. no network)."""
 
 
@@ -109,8 +109,7 @@ def load_state_dict_into(
         message = f"{source} does not fit {type(model).__name__}:\n  " + "\n  ".join(problems)
         if strict or shapes:
             hint = "\n(is it a different variant or kernel size? overrides such as kernel_size=... must match the checkpoint)"
-            # ValueError as before: train/ wraps it with the model description it came with (see the report)
-            raise ValueError(message + hint)
+            raise CheckpointMismatchError(message + hint)
     # checked above; the freshly initialised classifier (if dropped) is the only gap allowed in strict mode
     return model.load_state_dict(state_dict, strict=strict and not excused)
 

@@ -63,7 +63,9 @@ def _drop_mismatched_classifier(
     if not model_head:
         reason = "the model has no classifier (num_classes=0)"
     elif (
-        weight is not None and "head.weight" in expected and tuple(weight.shape) != tuple(expected["head.weight"].shape)
+        # only a different class count is a fine-tuning start; a different width is a wrong checkpoint,
+        # listed with the other shape differences
+        weight is not None and "head.weight" in expected and weight.shape[0] != expected["head.weight"].shape[0]
     ):
         reason = (
             f"the checkpoint's classifier has {weight.shape[0]} classes, the model {expected['head.weight'].shape[0]}"

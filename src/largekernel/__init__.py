@@ -29,7 +29,7 @@ _EXPORTS: dict[str, str] = {
     "load_checkpoint": "largekernel.models",
     "save_checkpoint": "largekernel.models",
 }
-_SUBPACKAGES = ("analysis", "checkpoint_io", "constants", "export", "inference", "integrations", "kernels", "layers", "models", "train")
+_SUBPACKAGES = ("analysis", "checkpoint_io", "constants", "export", "inference", "integrations", "kernels", "layers", "models", "segmentation", "train")
 
 __all__ = [*_EXPORTS, "__version__"]
 

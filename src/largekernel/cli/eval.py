@@ -10,6 +10,7 @@ from ._common import json_object
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
+    add("--task", choices=("classify", "segment"), default="classify", help="classify (default) or segment (mIoU of a segmenter)")
     add("--checkpoint", help="a largekernel train output: model.safetensors (with model.json beside it) or a .ckpt")
     add("--model", help="registered model name, for published weights (with --checkpoint-path)")
     add(
@@ -30,9 +31,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--threads", type=int, default=1, help="CPU threads (default 1, as largekernel train)")
     add("--json", action="store_true", help="print the result as JSON")
     add("--quiet", action="store_true", help="no progress bar or Lightning banners")
+    from ._segment import add_eval_arguments  # --task segment's own options
+
+    add_eval_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "task", "classify") == "segment":
+        from ._segment import run_eval
+
+        return run_eval(args)
     import torch
 
     from ..errors import ConfigurationError

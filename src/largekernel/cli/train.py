@@ -62,6 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     # every default is None so we can tell what the user gave (resume checks it against run.json)
     add = parser.add_argument
+    add("--task", choices=("classify", "segment"), default="classify", help="classify (default) or segment (semantic segmentation)")
     add(
         "--data",
         help="embedded set name (mnist, digits) or an image folder: one sub-folder per class, "
@@ -109,6 +110,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="continue the run in --out from its last checkpoint (saved at each epoch's end)",
     )
     add("--quiet", action="store_true", default=None, help="no progress bar or Lightning banners")
+    from ._segment import add_train_arguments  # --task segment's own options
+
+    add_train_arguments(parser)
 
 
 def _given(args: argparse.Namespace) -> dict:
@@ -153,6 +157,10 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "task", "classify") == "segment":
+        from ._segment import run_train
+
+        return run_train(args)
     from ..train.trainer import _is_rank_zero, train
 
     config = config_from_args(args)

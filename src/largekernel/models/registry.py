@@ -79,6 +79,10 @@ def create_model(
     if not isinstance(name, str):
         raise TypeError(f"create_model: name must be a str, got {type(name).__name__}")
     _ensure_families_imported()
+    if name not in _MODEL_FACTORIES and name.endswith(("_fpn", "_upernet")):  # segmenters: largekernel.segmentation
+        from ..segmentation import create_segmenter_from_name
+
+        return create_segmenter_from_name(name, pretrained=pretrained, checkpoint_path=checkpoint_path, **kwargs)
     if name not in _MODEL_FACTORIES:
         close = difflib.get_close_matches(name, list(_MODEL_FACTORIES), n=5, cutoff=0.5)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""

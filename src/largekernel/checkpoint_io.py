@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, MissingFileError
 
 __all__ = [
     "atomic_write",
@@ -259,10 +259,10 @@ def read_tensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     if path.is_dir():
         found = next((path / name for name in _HF_WEIGHT_FILES if (path / name).is_file()), None)
         if found is None:
-            raise FileNotFoundError(f"checkpoint folder {path} holds none of {list(_HF_WEIGHT_FILES)}")
+            raise MissingFileError(f"checkpoint folder {path} holds none of {list(_HF_WEIGHT_FILES)}")
         path = found
     elif not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
+        raise MissingFileError(f"checkpoint file not found: {path}")
     state_dict = unwrap_state_dict(_read_file(path), path)
     _check_dtypes(state_dict, path)
     return state_dict

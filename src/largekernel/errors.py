@@ -8,7 +8,15 @@ shows a traceback for anything else (a bug). Each also derives from the built-in
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "CheckpointMismatchError", "ConfigurationError", "DataError", "LargeKernelError"]
+__all__ = [
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "ConfigurationError",
+    "DataError",
+    "LargeKernelError",
+    "MissingDependencyError",
+    "MissingFileError",
+]
 
 
 class LargeKernelError(Exception):
@@ -29,3 +37,11 @@ class CheckpointMismatchError(CheckpointError):
 
 class DataError(LargeKernelError, ValueError):
     """A dataset, image or label file that cannot be used (the file is named in the message)."""
+
+
+class MissingFileError(LargeKernelError, FileNotFoundError):
+    """A file or folder the user named does not exist."""
+
+
+class MissingDependencyError(LargeKernelError, ImportError):
+    """An optional library is not installed; the message names the extra that brings it."""

@@ -16,6 +16,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from .errors import ConfigurationError
+
 __all__ = ["OnnxCheck", "check_onnx", "export_onnx"]
 
 Exporter = Literal["torchscript", "dynamo"]
@@ -49,9 +51,9 @@ def export_onnx(
     if not isinstance(model, nn.Module):
         raise TypeError(f"export_onnx expects an nn.Module, got {type(model).__name__}")
     if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 8:
-        raise ValueError(f"img_size must be an int >= 8, got {img_size!r}")
+        raise ConfigurationError(f"img_size must be an int >= 8, got {img_size!r}")
     if exporter not in ("torchscript", "dynamo"):
-        raise ValueError(f"exporter must be 'torchscript' or 'dynamo', got {exporter!r}")
+        raise ConfigurationError(f"exporter must be 'torchscript' or 'dynamo', got {exporter!r}")
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     model.eval()
@@ -75,7 +77,7 @@ def export_onnx(
                 program.save(str(output))
     except Exception as error:  # the exporters raise many types; all mean "cannot express this model"
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(
+        raise ConfigurationError(
             f"ONNX export of {type(model).__name__} failed ({type(error).__name__}): {message}. "
             f"An operator in the model has no ONNX form in opset {opset} with the {exporter} exporter; "
             "try another --opset or --exporter, or replace that operator"
@@ -127,7 +129,7 @@ def check_onnx(
         expected = expected[-1]
     got = torch.from_numpy(session.run(None, feed)[-1])
     if got.shape != expected.shape:
-        raise ValueError(f"onnxruntime output shape {tuple(got.shape)} differs from PyTorch's {tuple(expected.shape)}")
+        raise RuntimeError(f"onnxruntime output shape {tuple(got.shape)} differs from PyTorch's {tuple(expected.shape)}")
     with torch.no_grad():
         pytorch_ms = _median_ms(lambda: model(x), repeats)
     onnxruntime_ms = _median_ms(lambda: session.run(None, feed), repeats)

@@ -22,6 +22,7 @@ import copy
 import torch
 from torch import nn
 
+from .errors import ConfigurationError
 from .kernels.cpu_modules import swap_in_nhwc_modules
 from .layers import LKA, LSKA, SAM, LKATrivial, LSKATrivial, SpatialGatingAttention
 from .layers.drop import DropPath
@@ -77,7 +78,7 @@ def optimize_for_inference(model: nn.Module, channels_last: bool = True) -> nn.M
     folds = fuse_modules(optimized)
     has_our_layers = any(isinstance(m, _OUR_LAYERS) for m in optimized.modules())
     if folds == 0 and not has_our_layers:
-        raise ValueError(
+        raise ConfigurationError(
             f"optimize_for_inference: nothing to fold in {type(model).__name__}: no conv followed by "
             "BatchNorm, no VAN/SMT block, no dropout or drop-path, and no LKA/LSKA/SAM layer; "
             "use model.eval() instead"

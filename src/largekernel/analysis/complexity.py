@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..errors import ConfigurationError
+
 __all__ = ["count_macs", "count_parameters"]
 
 
@@ -50,7 +52,7 @@ def count_macs(
         inputs: the input tensor to use instead.
     """
     if (input_shape is None) == (inputs is None):
-        raise ValueError("count_macs: give exactly one of input_shape or inputs")
+        raise ConfigurationError("count_macs: give exactly one of input_shape or inputs")
     if inputs is None:
         parameter = next(module.parameters(), None)
         device = parameter.device if parameter is not None else torch.device("cpu")

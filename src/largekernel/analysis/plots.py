@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigurationError
+
 __all__ = ["save_erf_grid", "save_metric_lines"]
 
 
@@ -33,7 +35,7 @@ def _null_locator():
 def _save(figure, path: str | Path) -> Path:
     path = Path(path)
     if path.suffix.lower() != ".png":
-        raise ValueError(f"pictures are written as PNG; give a path ending in .png, got {str(path)!r}")
+        raise ConfigurationError(f"pictures are written as PNG; give a path ending in .png, got {str(path)!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     return path
@@ -53,7 +55,7 @@ def save_erf_grid(
     one colour scale, RepLKNet's ``RdYlGn``.
     """
     if not maps:
-        raise ValueError("save_erf_grid: no maps to draw")
+        raise ConfigurationError("save_erf_grid: no maps to draw")
     count = len(maps)
     columns = columns or min(count, 4)
     rows = math.ceil(count / columns)
@@ -93,13 +95,13 @@ def save_metric_lines(
     Rows missing a metric (``None``) are left out of that subplot, so partial measurements plot.
     """
     if not rows:
-        raise ValueError("save_metric_lines: no rows to plot")
+        raise ConfigurationError("save_metric_lines: no rows to plot")
     missing = [key for key in (x, group) if key not in rows[0]]
     if missing:
-        raise ValueError(f"save_metric_lines: rows lack {missing}; they have {sorted(rows[0])}")
+        raise ConfigurationError(f"save_metric_lines: rows lack {missing}; they have {sorted(rows[0])}")
     metrics = {key: label for key, label in metrics.items() if any(row.get(key) is not None for row in rows)}
     if not metrics:
-        raise ValueError("save_metric_lines: none of the requested metrics has a value")
+        raise ConfigurationError("save_metric_lines: none of the requested metrics has a value")
     count = len(metrics)
     columns = min(count, 3)
     row_count = math.ceil(count / columns)

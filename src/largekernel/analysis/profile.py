@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from ..errors import ConfigurationError
 from ..layers import create_attention
 from .complexity import count_macs, count_parameters
 from .defaults import DESIGNS, PAPER_KERNEL_SIZES, SCALING_RESOLUTIONS
@@ -90,7 +91,7 @@ def measure_latency(fn, min_run_time: float = 0.2, threads: int = 1) -> float:
 
 def _check_threads(threads: int) -> int:
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        raise ConfigurationError(f"threads must be a positive integer, got {threads!r}")
     return threads
 
 
@@ -382,7 +383,7 @@ def _measure(
         except ValueError as error:
             if "more than 1 value per channel" not in str(error):
                 raise
-            raise ValueError(
+            raise ConfigurationError(
                 f"{label}: forward+backward runs in training mode, where BatchNorm needs more than one value "
                 f"per channel; the last feature map at {resolution}px with batch {batch} is too small "
                 "(use a larger resolution or batch, or --macs-only)"

@@ -12,6 +12,8 @@ import argparse
 import importlib
 import sys
 
+from ..errors import LargeKernelError
+
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "profile": ("largekernel.cli.profile", "params, FLOPs and latency of the attention designs (or whole models)"),
@@ -41,7 +43,30 @@ def _version() -> str:
     return f"largekernel {__version__}"
 
 
+# optional libraries -> the extra that installs them (a missing one is a one-line error, not a bug)
+OPTIONAL_LIBRARIES: dict[str, str] = {
+    "lightning": "train",
+    "timm": "train",
+    "torchmetrics": "train",
+    "torchvision": "train",
+    "mlxtend": "train",
+    "matplotlib": "analysis",
+    "PIL": "analysis",
+    "onnx": "export",
+    "onnxruntime": "export",
+    "onnxscript": "export",
+    "ultralytics": "yolo",
+    "triton": "triton",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run ``largekernel ARGV``; return the exit code.
+
+    The package's own errors (:class:`~largekernel.errors.LargeKernelError`: bad arguments, files,
+    data) and a missing optional library print one line and return 2; anything else is a bug and
+    keeps its traceback.
+    """
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -50,9 +75,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as error:
-        # user-facing errors: the message, not a traceback
+    except LargeKernelError as error:
         print(f"largekernel {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as error:
+        library = (error.name or "").split(".")[0]
+        if library not in OPTIONAL_LIBRARIES:
+            raise
+        extra = OPTIONAL_LIBRARIES[library]
+        print(
+            f"largekernel {args.command}: error: this needs {library}, which is not installed: "
+            f"pip install 'largekernel[{extra}]'",
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -10,6 +10,8 @@ import argparse
 import json
 from dataclasses import fields
 
+from ..errors import ConfigurationError
+
 __all__ = ["add_eval_arguments", "add_train_arguments", "run_eval", "run_train"]
 
 
@@ -79,10 +81,10 @@ def _config(args: argparse.Namespace):
     from ..train.segmentation_config import SegmentConfig
 
     if args.resume:
-        raise ValueError("--resume is not supported with --task segment; start a new run")
+        raise ConfigurationError("--resume is not supported with --task segment; start a new run")
     given = {f.name: getattr(args, f.name) for f in fields(SegmentConfig) if getattr(args, f.name, None) is not None}
     if given.get("data") in ("mnist", "digits"):
-        raise ValueError(
+        raise ConfigurationError(
             f"--data {given['data']} is a classification set; --task segment uses 'scenes' or an ADE20K-style folder"
         )
     return SegmentConfig(**given)
@@ -117,7 +119,7 @@ def run_eval(args: argparse.Namespace) -> int:
         )
     elif args.model is not None:
         if args.data is None:
-            raise ValueError("eval --task segment --model NAME needs --data ('scenes' or an ADE20K-style folder)")
+            raise ConfigurationError("eval --task segment --model NAME needs --data ('scenes' or an ADE20K-style folder)")
         data_name, img_size, num_classes, reduce_zero = (
             args.data,
             args.img_size,
@@ -125,7 +127,7 @@ def run_eval(args: argparse.Namespace) -> int:
             bool(args.reduce_zero_label),
         )
     else:
-        raise ValueError(
+        raise ConfigurationError(
             "eval --task segment needs --checkpoint RUN/model.safetensors, or --model NAME --checkpoint-path FILE"
         )
     data = load_segmentation_data(

@@ -15,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..errors import ConfigurationError
 from ._common import add_device_dtype_arguments
 
 __all__ = ["add_arguments", "run"]
@@ -93,14 +94,14 @@ def run(args: argparse.Namespace) -> int:
 
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
     if args.num_images < 1:
-        raise ValueError(f"--num-images must be >= 1, got {args.num_images}")
+        raise ConfigurationError(f"--num-images must be >= 1, got {args.num_images}")
     if args.img_size < 8:
-        raise ValueError(f"--img-size must be >= 8 pixels, got {args.img_size}")
+        raise ConfigurationError(f"--img-size must be >= 8 pixels, got {args.img_size}")
     if args.checkpoint and not args.model:
-        raise ValueError("--checkpoint needs --model")
+        raise ConfigurationError("--checkpoint needs --model")
     for threshold in args.thresholds:
         if not 0 < threshold < 1:
-            raise ValueError(f"--thresholds must lie in (0, 1), got {threshold}")
+            raise ConfigurationError(f"--thresholds must lie in (0, 1), got {threshold}")
     if device.type == "cuda":
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False

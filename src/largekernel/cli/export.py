@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import MissingFileError
+
 __all__ = ["add_arguments", "run"]
 
 
@@ -29,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = {} if args.num_classes is None else {"num_classes": args.num_classes}
     if args.checkpoint is not None and not args.checkpoint.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {args.checkpoint}")
+        raise MissingFileError(f"checkpoint not found: {args.checkpoint}")
     model = create_model(args.model, checkpoint_path=args.checkpoint, **overrides).eval()
     exported = model if args.no_fold else optimize_for_inference(model, channels_last=False)
     output = args.output or Path(f"{args.model}.onnx")

@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from ..errors import ConfigurationError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pattern", nargs="?", default=None, help="shell pattern on the names, e.g. 'van_*'")
@@ -27,7 +29,7 @@ def describe_models(
 
     names = list_models(pattern)
     if not names:
-        raise ValueError(f"no model matches {pattern!r}; known: {', '.join(list_models())}")
+        raise ConfigurationError(f"no model matches {pattern!r}; known: {', '.join(list_models())}")
     rows = []
     for name in names:
         overrides = {"kernel_size": kernel_size} if kernel_size is not None and name.startswith("van") else {}
@@ -48,7 +50,7 @@ def describe_models(
 
 def run(args: argparse.Namespace) -> int:
     if args.resolution < 32:
-        raise ValueError(f"--resolution must be at least 32 (the backbones stride by 32), got {args.resolution}")
+        raise ConfigurationError(f"--resolution must be at least 32 (the backbones stride by 32), got {args.resolution}")
     rows = describe_models(args.pattern, args.macs, args.resolution, args.kernel_size)
     if args.json:
         print(json.dumps(rows, indent=2))

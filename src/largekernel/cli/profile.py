@@ -18,6 +18,7 @@ import json
 import sys
 
 from ..analysis.defaults import DESIGNS, PAPER_KERNEL_SIZES, SCALING_RESOLUTIONS
+from ..errors import ConfigurationError
 from ._common import DTYPE_NAMES
 
 MODULE_RESOLUTION, MODEL_RESOLUTION = 56, 224
@@ -72,11 +73,11 @@ def run(args: argparse.Namespace) -> int:
     for name in ("dim", "resolution", "batch", "threads"):
         value = getattr(args, name)
         if value is not None and value <= 0:
-            raise ValueError(f"--{name} must be positive, got {value}")
+            raise ConfigurationError(f"--{name} must be positive, got {value}")
     if args.model and args.scaling:
-        raise ValueError("--model and --scaling are separate modes; use --scaling-models to choose --scaling's models")
+        raise ConfigurationError("--model and --scaling are separate modes; use --scaling-models to choose --scaling's models")
     if args.scaling and any(r < 32 for r in args.resolutions):
-        raise ValueError(f"--resolutions must be >= 32 (stage 3 has stride 16), got {args.resolutions}")
+        raise ConfigurationError(f"--resolutions must be >= 32 (stage 3 has stride 16), got {args.resolutions}")
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
     progress = not args.json
     measure = {"timing": not args.macs_only, "memory": not (args.macs_only or args.no_memory), "threads": args.threads}
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         if hasattr(default, "attention") and hasattr(default, "kernel_size"):
             rows = profile_models(args.model, args.designs, args.kernel_sizes, progress=progress, **settings)
         elif sweep_given:
-            raise ValueError(f"model {args.model!r} has no attention design or kernel size to vary; drop --designs/--kernel-sizes")
+            raise ConfigurationError(f"model {args.model!r} has no attention design or kernel size to vary; drop --designs/--kernel-sizes")
         else:  # e.g. SMT: one row for the model as published
             rows = [profile_model(args.model, **settings)]
     else:

@@ -12,6 +12,7 @@ import json
 from dataclasses import asdict, fields
 from pathlib import Path
 
+from ..errors import MissingFileError
 from ._common import json_object
 
 
@@ -134,7 +135,7 @@ def config_from_args(args: argparse.Namespace):
         raise ConfigurationError("--resume needs --out DIR, the run to continue")
     saved_path = Path(given["out"]) / "run.json"
     if not saved_path.is_file():
-        raise FileNotFoundError(f"--resume: {saved_path} not found; {given['out']} holds no run to continue")
+        raise MissingFileError(f"--resume: {saved_path} not found; {given['out']} holds no run to continue")
     try:
         config = TrainConfig.from_json(read_json(saved_path, "run settings"))
     except TypeError as error:

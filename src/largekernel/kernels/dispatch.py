@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils import _python_dispatch
 
+from ..errors import ConfigurationError
 from . import ops
 
 __all__ = [
@@ -67,7 +68,7 @@ TUNE_ITERATIONS = 3
 
 def _check_name(name: object, where: str) -> str:
     if not isinstance(name, str) or name not in BACKENDS:
-        raise ValueError(f"{where}: backend must be one of {', '.join(map(repr, BACKENDS))}; got {name!r}")
+        raise ConfigurationError(f"{where}: backend must be one of {', '.join(map(repr, BACKENDS))}; got {name!r}")
     return name
 
 
@@ -395,21 +396,21 @@ def _check_args(where: str, x: Tensor, weights: Sequence[Tensor], biases: Sequen
                 dilations: Sequence[int]) -> list[Tensor]:
     if not isinstance(x, Tensor) or x.dim() != 4:
         got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"{where}: x must be a 4-D (batch, channels, height, width) tensor, got {got}")
+        raise ConfigurationError(f"{where}: x must be a 4-D (batch, channels, height, width) tensor, got {got}")
     if not (len(weights) == len(biases) == len(dilations)) or not weights:
-        raise ValueError(f"{where}: need one weight, bias and dilation per stage, got {len(weights)} weights, "
+        raise ConfigurationError(f"{where}: need one weight, bias and dilation per stage, got {len(weights)} weights, "
                          f"{len(biases)} biases, {len(dilations)} dilations")
     channels = x.shape[1]
     filled = []
     for s, (w, b, d) in enumerate(zip(weights, biases, dilations)):
         if (not isinstance(w, Tensor) or w.dim() != 4 or w.shape[0] != channels or w.shape[1] != 1
                 or w.shape[2] % 2 == 0 or w.shape[3] % 2 == 0):
-            raise ValueError(f"{where}: stage {s} weight must be a depthwise ({channels}, 1, odd, odd) tensor, "
+            raise ConfigurationError(f"{where}: stage {s} weight must be a depthwise ({channels}, 1, odd, odd) tensor, "
                              f"got {tuple(w.shape) if isinstance(w, Tensor) else type(w).__name__}")
         if b is not None and tuple(b.shape) != (channels,):
-            raise ValueError(f"{where}: stage {s} bias must have shape ({channels},), got {tuple(b.shape)}")
+            raise ConfigurationError(f"{where}: stage {s} bias must have shape ({channels},), got {tuple(b.shape)}")
         if isinstance(d, bool) or not isinstance(d, int) or d < 1:
-            raise ValueError(f"{where}: stage {s} dilation must be an int >= 1, got {d!r}")
+            raise ConfigurationError(f"{where}: stage {s} dilation must be an int >= 1, got {d!r}")
         filled.append(w.new_zeros(channels) if b is None else b)  # the op takes one bias per stage
     return filled
 
@@ -437,5 +438,5 @@ def large_kernel_attention(x: Tensor, weights: Sequence[Tensor], biases: Sequenc
     channels = x.shape[1]
     if not isinstance(proj_weight, Tensor) or tuple(proj_weight.shape) != (channels, channels, 1, 1):
         got = tuple(proj_weight.shape) if isinstance(proj_weight, Tensor) else type(proj_weight).__name__
-        raise ValueError(f"large_kernel_attention: proj_weight must be ({channels}, {channels}, 1, 1), got {got}")
+        raise ConfigurationError(f"large_kernel_attention: proj_weight must be ({channels}, {channels}, 1, 1), got {got}")
     return _dispatch("attention", x, list(weights), biases, [int(d) for d in dilations], (proj_weight, proj_bias))

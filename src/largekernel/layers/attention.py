@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..errors import ConfigurationError
 from ._checks import check_dim, check_nchw
 from .lka import LKA, LKATrivial
 from .lska import LSKA, LSKATrivial
@@ -32,12 +33,12 @@ def create_attention(name: str, dim: int, kernel_size: int, dilation: int | None
         dilation: only for ``lka``/``lska``; ``None`` uses the module's rule.
     """
     if name not in ATTENTIONS:
-        raise ValueError(f"unknown attention {name!r}; choose one of {sorted(ATTENTIONS)}")
+        raise ConfigurationError(f"unknown attention {name!r}; choose one of {sorted(ATTENTIONS)}")
     cls = ATTENTIONS[name]
     if cls in (LKA, LSKA):
         return cls(dim, kernel_size=kernel_size, dilation=dilation)
     if dilation is not None:
-        raise ValueError(f"attention {name!r} has no dilation (it is one undilated kernel); got dilation={dilation}")
+        raise ConfigurationError(f"attention {name!r} has no dilation (it is one undilated kernel); got dilation={dilation}")
     return cls(dim, kernel_size=kernel_size)
 
 

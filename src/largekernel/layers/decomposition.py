@@ -30,6 +30,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..errors import ConfigurationError
+
 __all__ = ["Decomposition", "check_kernel_size", "lka_decomposition", "lska_decomposition"]
 
 # VAN's dilation; used by LKA where the exact separable rule only allows d = 1.
@@ -64,7 +66,7 @@ def check_kernel_size(kernel_size: int, module: str) -> None:
     if isinstance(kernel_size, bool) or not isinstance(kernel_size, int):
         raise TypeError(f"{module}: kernel_size must be an int, got {type(kernel_size).__name__} {kernel_size!r}")
     if kernel_size < 3 or kernel_size % 2 == 0:
-        raise ValueError(
+        raise ConfigurationError(
             f"{module}: kernel_size must be an odd integer >= 3 (so the kernel has a centre pixel), "
             f"got {kernel_size}"
         )
@@ -74,7 +76,7 @@ def _check_dilation(dilation: int, module: str) -> None:
     if isinstance(dilation, bool) or not isinstance(dilation, int):
         raise TypeError(f"{module}: dilation must be an int or None, got {type(dilation).__name__} {dilation!r}")
     if dilation < 1:
-        raise ValueError(f"{module}: dilation must be >= 1, got {dilation}")
+        raise ConfigurationError(f"{module}: dilation must be >= 1, got {dilation}")
 
 
 def exact_dilations(kernel_size: int) -> list[int]:
@@ -98,7 +100,7 @@ def lska_decomposition(kernel_size: int, dilation: int | None = None) -> Decompo
     else:
         _check_dilation(dilation, "LSKA")
         if dilation not in valid:
-            raise ValueError(
+            raise ConfigurationError(
                 f"LSKA: dilation {dilation} cannot give a receptive field of exactly {kernel_size}: "
                 f"(2d-1) + d*(m-1) = {kernel_size} needs an odd m, i.e. 2d must divide kernel_size+1 = "
                 f"{kernel_size + 1}. Valid dilations for kernel_size {kernel_size}: {valid}"
@@ -129,7 +131,7 @@ def lka_decomposition(kernel_size: int, dilation: int | None = None) -> Decompos
     _check_dilation(dilation, "LKA")
     dense = 2 * dilation - 1
     if dense > kernel_size:
-        raise ValueError(
+        raise ConfigurationError(
             f"LKA: dilation {dilation} needs a dense {dense}x{dense} first kernel, larger than "
             f"kernel_size {kernel_size}; use a dilation <= {(kernel_size + 1) // 2}"
         )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import ConfigurationError
+
 __all__ = ["DropPath", "drop_path"]
 
 
@@ -27,7 +29,7 @@ class DropPath(nn.Module):
     def __init__(self, drop_prob: float = 0.0) -> None:
         super().__init__()
         if not 0.0 <= drop_prob < 1.0:
-            raise ValueError(f"DropPath: drop_prob must be in [0, 1), got {drop_prob}")
+            raise ConfigurationError(f"DropPath: drop_prob must be in [0, 1), got {drop_prob}")
         self.drop_prob = drop_prob
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

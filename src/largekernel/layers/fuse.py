@@ -13,6 +13,8 @@ from typing import TypeVar
 import torch
 from torch import nn
 
+from ..errors import ConfigurationError
+
 _Layer = TypeVar("_Layer", nn.Conv2d, nn.Linear)
 
 __all__ = [
@@ -27,7 +29,7 @@ __all__ = [
 def bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     """Eval-mode BatchNorm as ``s * x + t`` per channel (running statistics)."""
     if bn.running_mean is None or bn.running_var is None:
-        raise ValueError(f"cannot fold {bn}: it tracks no running statistics (track_running_stats=False)")
+        raise ConfigurationError(f"cannot fold {bn}: it tracks no running statistics (track_running_stats=False)")
     scale = torch.rsqrt(bn.running_var + bn.eps)
     if bn.weight is not None:
         scale = scale * bn.weight
@@ -60,7 +62,7 @@ def fold_batchnorm_into_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
 def fold_affine_before_pointwise(conv: nn.Conv2d, scale: torch.Tensor, shift: torch.Tensor) -> nn.Conv2d:
     """A 1x1 conv equal to ``conv(scale * x + shift)`` (exact: a 1x1 conv has no padding border)."""
     if conv.kernel_size != (1, 1) or conv.groups != 1 or conv.padding not in ((0, 0), "valid"):
-        raise ValueError(f"can only fold an affine map into an ungrouped, unpadded 1x1 conv, got {conv}")
+        raise ConfigurationError(f"can only fold an affine map into an ungrouped, unpadded 1x1 conv, got {conv}")
     weight = conv.weight.detach()
     matrix = weight.view(weight.shape[0], weight.shape[1])
     return _new_conv_like(conv, weight * scale.view(1, -1, 1, 1), _bias(conv) + matrix @ shift)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigurationError
 from ._checks import check_nchw
 
 __all__ = ["MSA"]
@@ -41,7 +42,7 @@ class MSA(nn.Module):
     ) -> None:
         super().__init__()
         if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1 or dim % num_heads:
-            raise ValueError(f"MSA: num_heads must be a positive divisor of dim {dim}, got {num_heads!r}")
+            raise ConfigurationError(f"MSA: num_heads must be a positive divisor of dim {dim}, got {num_heads!r}")
         self.dim = dim
         self.num_heads = num_heads
         self.scale = qk_scale or (dim // num_heads) ** -0.5

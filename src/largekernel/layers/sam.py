@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import ConfigurationError
 from ._checks import check_dim, check_nchw
 
 __all__ = ["SAM"]
@@ -48,15 +49,15 @@ class SAM(nn.Module):
         super().__init__()
         check_dim(dim, "SAM")
         if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
-            raise ValueError(f"SAM: num_heads must be a positive int, got {num_heads!r}")
+            raise ConfigurationError(f"SAM: num_heads must be a positive int, got {num_heads!r}")
         if dim % num_heads != 0:
-            raise ValueError(
+            raise ConfigurationError(
                 f"SAM: dim {dim} must be divisible by num_heads {num_heads} "
                 f"(each head gets dim / num_heads channels); try num_heads in "
                 f"{[h for h in range(1, min(dim, 8) + 1) if dim % h == 0]}"
             )
         if isinstance(expand_ratio, bool) or not isinstance(expand_ratio, int) or expand_ratio < 1:
-            raise ValueError(f"SAM: expand_ratio must be a positive int, got {expand_ratio!r}")
+            raise ConfigurationError(f"SAM: expand_ratio must be a positive int, got {expand_ratio!r}")
         self.dim = dim
         self.num_heads = num_heads
         self.expand_ratio = expand_ratio

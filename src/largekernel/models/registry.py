@@ -25,7 +25,7 @@ def register_model(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module
     """Register ``factory(pretrained=False, **kwargs)`` under its function name (``van_b0``...). Returns it unchanged."""
     name = factory.__name__
     if name in _MODEL_FACTORIES and _MODEL_FACTORIES[name] is not factory:
-        raise ValueError(f"a model named {name!r} is already registered")
+        raise ConfigurationError(f"a model named {name!r} is already registered")
     _MODEL_FACTORIES[name] = factory
     return factory
 

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigurationError
+
 __all__ = ["FPN", "ConvModule", "FCNHead", "FPNHead", "UPerHead", "adaptive_avg_pool2d_exportable"]
 
 
@@ -89,7 +91,7 @@ class AdaptiveAvgPool(nn.Module):
 class _ClassifierMixin(nn.Module):
     def _init_classifier(self, channels: int, num_classes: int, dropout: float) -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"{type(self).__name__}: num_classes must be an int >= 1, got {num_classes!r}")
+            raise ConfigurationError(f"{type(self).__name__}: num_classes must be an int >= 1, got {num_classes!r}")
         self.num_classes = num_classes
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.conv_seg = nn.Conv2d(channels, num_classes, 1)
@@ -213,7 +215,7 @@ class FPNHead(_ClassifierMixin):
     ) -> None:
         super().__init__()
         if len(in_channels) != len(strides):
-            raise ValueError(f"FPNHead: {len(in_channels)} in_channels but {len(strides)} strides")
+            raise ConfigurationError(f"FPNHead: {len(in_channels)} in_channels but {len(strides)} strides")
         self.scale_heads = nn.ModuleList()
         for _level, (width, stride) in enumerate(zip(in_channels, strides)):
             length = max(1, int(math.log2(stride) - math.log2(strides[0])))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import ConfigurationError
+
 __all__ = ["predict_logits", "slide_inference"]
 
 
@@ -18,7 +20,7 @@ def slide_inference(
     logits at the crop's resolution. Returns ``(B, num_classes, H, W)``.
     """
     if crop_size < 1 or stride < 1 or stride > crop_size:
-        raise ValueError(f"slide_inference: need crop_size >= stride >= 1, got crop_size={crop_size}, stride={stride}")
+        raise ConfigurationError(f"slide_inference: need crop_size >= stride >= 1, got crop_size={crop_size}, stride={stride}")
     batch, _, height, width = images.shape
     rows = max(height - crop_size + stride - 1, 0) // stride + 1
     cols = max(width - crop_size + stride - 1, 0) // stride + 1
@@ -46,4 +48,4 @@ def predict_logits(
         return model(images)
     if inference == "slide":
         return slide_inference(model, images, num_classes, crop_size, stride)
-    raise ValueError(f"inference mode must be 'whole' or 'slide', got {inference!r}")
+    raise ConfigurationError(f"inference mode must be 'whole' or 'slide', got {inference!r}")

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigurationError
 from .heads import FPN, FCNHead, FPNHead, UPerHead
 
 __all__ = [
@@ -70,7 +71,7 @@ class Segmenter(nn.Module):
     ) -> None:
         super().__init__()
         if head not in HEADS:
-            raise ValueError(f"unknown segmentation head {head!r}; choose one of {sorted(HEADS)}")
+            raise ConfigurationError(f"unknown segmentation head {head!r}; choose one of {sorted(HEADS)}")
         info = getattr(backbone, "feature_info", None)
         if info is None or not hasattr(info, "channels"):
             raise TypeError(
@@ -99,7 +100,7 @@ class Segmenter(nn.Module):
         use_aux = published["aux_head"] if aux_head is None else aux_head
         self.aux_index = published.get("aux_index", 2) if aux_index is None else aux_index
         if use_aux and not -len(in_channels) <= self.aux_index < len(in_channels):
-            raise ValueError(
+            raise ConfigurationError(
                 f"Segmenter: aux_index {self.aux_index} is not one of the {len(in_channels)} backbone maps"
             )
         self.auxiliary_head: nn.Module | None = (
@@ -158,7 +159,7 @@ def convert_segmenter_state_dict(model: Segmenter, state_dict: dict[str, torch.T
     backbone_part = {k[len("backbone.") :]: v for k, v in state_dict.items() if k.startswith("backbone.")}
     rest = {k: v for k, v in state_dict.items() if not k.startswith("backbone.")}
     if not backbone_part and rest and not any(k.startswith(("decode_head.", "neck.", "auxiliary_head.")) for k in rest):
-        raise ValueError(
+        raise ConfigurationError(
             "the checkpoint has no backbone./decode_head. keys, so it is not a segmenter checkpoint; "
             "load a classification checkpoint into the backbone with backbone_checkpoint= instead"
         )
@@ -225,15 +226,15 @@ def create_segmenter(
     from ..models import create_model
 
     if head not in HEADS:
-        raise ValueError(f"unknown segmentation head {head!r}; choose one of {sorted(HEADS)}")
+        raise ConfigurationError(f"unknown segmentation head {head!r}; choose one of {sorted(HEADS)}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"create_segmenter: num_classes must be an int >= 1, got {num_classes!r}")
+        raise ConfigurationError(f"create_segmenter: num_classes must be an int >= 1, got {num_classes!r}")
     if sum(x is not None and x is not False for x in (pretrained or None, checkpoint_path, backbone_checkpoint)) > 1:
-        raise ValueError("create_segmenter: give at most one of pretrained=True, checkpoint_path, backbone_checkpoint")
+        raise ConfigurationError("create_segmenter: give at most one of pretrained=True, checkpoint_path, backbone_checkpoint")
     overrides = {**(backbone_args or {}), "features_only": True, "out_indices": (0, 1, 2, 3)}
     for key in ("num_classes", "features_only", "out_indices"):
         if key in (backbone_args or {}):
-            raise ValueError(f"create_segmenter: backbone_args may not set {key!r} (the segmenter sets it)")
+            raise ConfigurationError(f"create_segmenter: backbone_args may not set {key!r} (the segmenter sets it)")
     network = create_model(backbone, pretrained=pretrained, checkpoint_path=backbone_checkpoint, **overrides)
     model = Segmenter(network, head, num_classes, **head_args)
     model.segmenter_config = {  # type: ignore[assignment]
@@ -265,7 +266,7 @@ def create_segmenter_from_name(
     """
     parts = split_segmenter_name(name)
     if parts is None:
-        raise ValueError(f"{name!r} is not a segmenter name (<backbone>_fpn or <backbone>_upernet)")
+        raise ConfigurationError(f"{name!r} is not a segmenter name (<backbone>_fpn or <backbone>_upernet)")
     backbone, head = parts
     segmenter_keys = {
         "num_classes",

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
-from ..errors import DataError
+from ..errors import ConfigurationError, DataError
 
 __all__ = [
     "EMBEDDED_DATASETS",
@@ -92,9 +92,9 @@ class TensorImageDataset(Dataset):
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
-            raise ValueError(f"images must be a uint8 (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
+            raise ConfigurationError(f"images must be a uint8 (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
         if labels.shape != (images.shape[0],):
-            raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
+            raise ConfigurationError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
         self.images = images
         self.labels = labels.long()
 
@@ -212,7 +212,7 @@ def stratified_split(
     Every class keeps at least one image on each side; a class with fewer than two images is refused.
     """
     if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        raise ConfigurationError(f"val_fraction must be in (0, 1), got {val_fraction}")
     generator = torch.Generator().manual_seed(seed)
     train_parts, val_parts = [], []
     for label in torch.unique(labels).tolist():

@@ -27,8 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import TrainConfig
 from ..checkpoint_io import atomic_write_bytes
+from ..errors import ConfigurationError
+from .config import TrainConfig
 
 __all__ = ["METRIC_COLUMNS", "EpochMetricsWriter", "ImageClassifier"]
 
@@ -137,7 +138,7 @@ class ImageClassifier(L.LightningModule):
         else:
             loss = F.cross_entropy(self.model(images).float(), labels, label_smoothing=self.recipe.label_smoothing)
         if not torch.isfinite(loss):
-            raise ValueError(
+            raise ConfigurationError(
                 f"training loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "
                 f"lower --lr (now {self.recipe.lr:g}), or use --precision 32-true"
             )
@@ -199,7 +200,7 @@ class ImageClassifier(L.LightningModule):
         for metrics, logits in networks:
             logits = logits.float()
             if logits.dim() != 2 or logits.shape[1] != self.num_classes:
-                raise ValueError(
+                raise ConfigurationError(
                     f"model returned logits of shape {tuple(logits.shape)}, expected (batch, {self.num_classes})"
                 )
             metrics["loss"].update(F.cross_entropy(logits, labels, reduction="none"))

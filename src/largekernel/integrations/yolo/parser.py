@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from ultralytics.nn.modules.block import SPPF
 
-from ...errors import ConfigurationError
+from ...errors import ConfigurationError, MissingFileError
 from ...layers.attention import SpatialGatingAttention
 from ...layers.decomposition import Decomposition
 from ...layers.lka import LKA
@@ -159,13 +159,13 @@ def _check_row(index: int, row: list, spec: _BlockSpec, name: str) -> list:
     source, _repeats, _name, args = row
     args = [_literal(a) for a in args]
     if spec.keeps_channels and source != -1:
-        raise ValueError(
+        raise ConfigurationError(
             f"layer {index} ({name}): a channel-preserving attention layer must take the previous layer "
             f"(from=-1), got from={source!r}; expected {spec.usage}"
         )
     limit = spec.max_args + (0 if spec.keeps_channels else 1)
     if len(args) > limit or (not spec.keeps_channels and not args):
-        raise ValueError(f"layer {index} ({name}): got args {args}; expected {spec.usage}")
+        raise ConfigurationError(f"layer {index} ({name}): got args {args}; expected {spec.usage}")
     return args
 
 
@@ -284,7 +284,7 @@ def _wrap_yaml_load(original: Callable) -> Callable:
             return original(path)
         except FileNotFoundError as error:
             if re.match(r"^yolo(v5|v8|11)[nsmlx]?-", name):  # looks like one of ours: list them
-                raise FileNotFoundError(f"{error}. {configs.unknown_name_message(name)}") from None
+                raise MissingFileError(f"{error}. {configs.unknown_name_message(name)}") from None
             raise
 
     yaml_model_load._largekernel_original = original  # type: ignore[attr-defined]

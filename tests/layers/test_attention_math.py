@@ -11,7 +11,6 @@ import torch.nn.functional as F
 
 import largekernel as lk
 from largekernel.analysis import count_macs, count_parameters
-
 from reference_tables import LSKA_TABLE
 
 DIM = 4

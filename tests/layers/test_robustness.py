@@ -61,7 +61,7 @@ def test_errors_name_the_problem(name):
 
 @pytest.mark.parametrize("cls", [lk.LKA, lk.LSKA, lk.LKATrivial, lk.LSKATrivial, lk.SAM, lk.SpatialGatingAttention])
 def test_non_positive_dim_rejected(cls):
-    with pytest.raises(ValueError, match="dim .* must be positive, got 0"):
+    with pytest.raises(ValueError, match=r"dim .* must be positive, got 0"):
         cls(0)
     with pytest.raises(ValueError, match="must be positive, got -4"):
         cls(-4)

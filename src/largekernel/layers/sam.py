@@ -97,21 +97,21 @@ class SAM(nn.Module):
         # TorchScript cannot getattr a computed name; hasattr on a module is resolved when compiling
         mixed: list[torch.Tensor] = []
         if hasattr(self, "local_conv_1"):
-            mixed.append(self.local_conv_1(heads[0]))  # type: ignore[operator]
+            mixed.append(self.local_conv_1(heads[0]))  # type: ignore[operator]  # set by setattr: untyped on nn.Module
         if hasattr(self, "local_conv_2"):
-            mixed.append(self.local_conv_2(heads[1]))  # type: ignore[operator]
+            mixed.append(self.local_conv_2(heads[1]))  # type: ignore[operator]  # set by setattr: untyped on nn.Module
         if hasattr(self, "local_conv_3"):
-            mixed.append(self.local_conv_3(heads[2]))  # type: ignore[operator]
+            mixed.append(self.local_conv_3(heads[2]))  # type: ignore[operator]  # set by setattr: untyped on nn.Module
         if hasattr(self, "local_conv_4"):
-            mixed.append(self.local_conv_4(heads[3]))  # type: ignore[operator]
+            mixed.append(self.local_conv_4(heads[3]))  # type: ignore[operator]  # set by setattr: untyped on nn.Module
         if hasattr(self, "local_conv_5"):
-            mixed.append(self.local_conv_5(heads[4]))  # type: ignore[operator]
+            mixed.append(self.local_conv_5(heads[4]))  # type: ignore[operator]  # set by setattr: untyped on nn.Module
         if hasattr(self, "local_conv_6"):
-            mixed.append(self.local_conv_6(heads[5]))  # type: ignore[operator]
+            mixed.append(self.local_conv_6(heads[5]))  # type: ignore[operator]  # set by setattr: untyped on nn.Module
         if hasattr(self, "local_conv_7"):
-            mixed.append(self.local_conv_7(heads[6]))  # type: ignore[operator]
+            mixed.append(self.local_conv_7(heads[6]))  # type: ignore[operator]  # set by setattr: untyped on nn.Module
         if hasattr(self, "local_conv_8"):
-            mixed.append(self.local_conv_8(heads[7]))  # type: ignore[operator]
+            mixed.append(self.local_conv_8(heads[7]))  # type: ignore[operator]  # set by setattr: untyped on nn.Module
         if len(mixed) != self.num_heads:
             raise RuntimeError("SAM: TorchScript supports up to 8 heads")
         return mixed

@@ -94,24 +94,26 @@ class SAM(nn.Module):
         return self.proj1(self.act(self.bn(self.proj0(interleaved))))
 
     def _mixed_scripted(self, heads: torch.Tensor) -> list[torch.Tensor]:
-        # TorchScript cannot getattr a computed name; hasattr on a module is resolved when compiling
+        # TorchScript cannot getattr a computed name; hasattr on a module is resolved when compiling.
+        # The ignores below: the convs are set by setattr, untyped on nn.Module (TorchScript parses
+        # type comments and wants `# type: ignore[...]` last on its line, so the reason is here)
         mixed: list[torch.Tensor] = []
         if hasattr(self, "local_conv_1"):
-            mixed.append(self.local_conv_1(heads[0]))  # type: ignore[operator]  # set by setattr: untyped on nn.Module
+            mixed.append(self.local_conv_1(heads[0]))  # type: ignore[operator]
         if hasattr(self, "local_conv_2"):
-            mixed.append(self.local_conv_2(heads[1]))  # type: ignore[operator]  # set by setattr: untyped on nn.Module
+            mixed.append(self.local_conv_2(heads[1]))  # type: ignore[operator]
         if hasattr(self, "local_conv_3"):
-            mixed.append(self.local_conv_3(heads[2]))  # type: ignore[operator]  # set by setattr: untyped on nn.Module
+            mixed.append(self.local_conv_3(heads[2]))  # type: ignore[operator]
         if hasattr(self, "local_conv_4"):
-            mixed.append(self.local_conv_4(heads[3]))  # type: ignore[operator]  # set by setattr: untyped on nn.Module
+            mixed.append(self.local_conv_4(heads[3]))  # type: ignore[operator]
         if hasattr(self, "local_conv_5"):
-            mixed.append(self.local_conv_5(heads[4]))  # type: ignore[operator]  # set by setattr: untyped on nn.Module
+            mixed.append(self.local_conv_5(heads[4]))  # type: ignore[operator]
         if hasattr(self, "local_conv_6"):
-            mixed.append(self.local_conv_6(heads[5]))  # type: ignore[operator]  # set by setattr: untyped on nn.Module
+            mixed.append(self.local_conv_6(heads[5]))  # type: ignore[operator]
         if hasattr(self, "local_conv_7"):
-            mixed.append(self.local_conv_7(heads[6]))  # type: ignore[operator]  # set by setattr: untyped on nn.Module
+            mixed.append(self.local_conv_7(heads[6]))  # type: ignore[operator]
         if hasattr(self, "local_conv_8"):
-            mixed.append(self.local_conv_8(heads[7]))  # type: ignore[operator]  # set by setattr: untyped on nn.Module
+            mixed.append(self.local_conv_8(heads[7]))  # type: ignore[operator]
         if len(mixed) != self.num_heads:
             raise RuntimeError("SAM: TorchScript supports up to 8 heads")
         return mixed

@@ -477,8 +477,8 @@ class _TokenMixer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = x.shape
-        # forward_tokens: a method of the SMT mixers, untyped on nn.Module (the ignore stays last on its
-        # line, where TorchScript expects type comments to end)
+        # forward_tokens: a method of the SMT mixers, untyped on nn.Module (the mypy ignore stays last
+        # on its line: TorchScript reads such comments and wants them to end the line)
         tokens = self.mixer.forward_tokens(x.flatten(2).transpose(1, 2), height, width)  # type: ignore[operator]
         return tokens.transpose(1, 2).reshape(batch, channels, height, width)
 

@@ -95,8 +95,8 @@ class SAM(nn.Module):
 
     def _mixed_scripted(self, heads: torch.Tensor) -> list[torch.Tensor]:
         # TorchScript cannot getattr a computed name; hasattr on a module is resolved when compiling.
-        # The ignores below: the convs are set by setattr, untyped on nn.Module (TorchScript parses
-        # type comments and wants `# type: ignore[...]` last on its line, so the reason is here)
+        # The mypy ignores below: the convs are set by setattr, untyped on nn.Module. TorchScript reads
+        # those comments too and wants each ignore to end its line, so the reason stands here.
         mixed: list[torch.Tensor] = []
         if hasattr(self, "local_conv_1"):
             mixed.append(self.local_conv_1(heads[0]))  # type: ignore[operator]

@@ -196,6 +196,10 @@ class PyramidBackbone(nn.Module):
     normalised NCHW map out, with a ``grad_checkpointing`` flag) and calls :meth:`_finish`.
     Everything else (classifier, pooling, grad checkpointing, ``forward_intermediates``,
     pruning, parameter groups, checkpoint key mapping) lives here once.
+
+    ``torch.jit.script`` and ``torch.fx.symbolic_trace`` work on the models and on their
+    ``features_only`` wrappers (timm's ``FeatureGetterNet``); both compile the plain PyTorch path
+    (grad checkpointing and the fast kernels are eager-mode features).
     """
 
     if TYPE_CHECKING:  # declared for the type checker only: a class annotation would break torch.jit

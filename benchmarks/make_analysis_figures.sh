@@ -13,7 +13,7 @@ lk profile --model van_lska_tiny --kernel-sizes 7 23 53 101 --resolution 224 --d
     --min-run-time 0.1 --csv "$OUT/profile_van_tiny.csv" --plot "$OUT/profile_van_tiny.png" | tee "$OUT/profile_van_tiny.txt"
 
 # 2. cost against input resolution: whole models and SMT-T's stage-3 token mixers. On a CPU the
-#    peak-memory figure (torch.profiler memory timeline) costs minutes per row at 1024 px: skipped there.
+#    peak-memory step is one more forward+backward per row (tens of seconds at 1024 px): skipped there.
 SCALING_MEMORY=""
 if [ "$DEVICE" = cpu ]; then SCALING_MEMORY="--no-memory"; fi
 lk profile --scaling --resolutions 224 512 1024 --scaling-models van_lska_tiny smt_t --device "$DEVICE" \

@@ -64,7 +64,7 @@ Regenerate everything on this page (tables, CSVs, PNGs) with one command from th
 bash benchmarks/make_analysis_figures.sh            # DEVICE=cuda for a GPU
 ```
 
-Measured on: {setting}. Latency figures are medians of
+Measured on: {setting}. Latency figures are medians of single-threaded
 `torch.utils.benchmark` runs on the machine at hand; they were taken on a small shared CPU, so read
 their *ratios* and trends, not their absolute values. Parameters and MACs are exact (the papers'
 FLOPs are MACs).
@@ -74,8 +74,21 @@ FLOPs are MACs).
 `largekernel profile --model van_lska_tiny --kernel-sizes 7 23 53 101` (the LSKA paper's
 size/speed-versus-kernel comparison, extended to k=101, which the reference code cannot build).
 The parameter and MAC columns equal ARCHITECTURES.md's VAN-Tiny table for k = 7, 23, 53 (a test
-checks this). Peak memory is the growth of live tensor bytes during one forward+backward step
-(CPU: `torch.profiler` memory timeline; CUDA: `torch.cuda.max_memory_allocated`).
+checks this). Peak memory is the most that PyTorch's allocator had handed out at once during one
+forward+backward step, above what was allocated before it: activations, tensors saved for backward,
+gradients, and the buffers operators allocate for themselves (the backward pass of dense large
+kernels allocates large temporary ones, which is most of LKA-trivial's extra memory). CUDA reads
+`torch.cuda.max_memory_allocated`. On the CPU PyTorch keeps no allocator statistics, so the step runs
+once more under `torch.profiler` with `profile_memory=True` (no stacks or shapes recorded: it costs
+about one more step) and the peak of the running sum of its allocation and free events is taken;
+kineto's start/stop log lines are kept off the terminal. Not counted: memory allocated outside
+PyTorch's allocator (oneDNN's and BLAS's own scratch space, NumPy) and memory the allocator keeps
+cached. Every measurement of a row (warm-up, memory step, timings) runs at `--threads` intra-op
+threads, default 1 (`torch.utils.benchmark`'s default, for repeatable timings); memory can grow with
+threads where an operator allocates a buffer per thread (LKA-trivial at k=53: 100 MiB at 1 thread,
+112 MiB at 2). `--no-memory` skips the measurement. Tests check the number against a step whose peak
+can be counted by hand (Linear-ReLU-Linear: four activations) and against all tensors a VAN saves
+for backward (a lower bound).
 
 On a CPU the forward pass of the attention layers runs the library's channels-last path, so even
 LKA-trivial's dense 101x101 kernels stay within a few times LSKA's forward time; the backward pass

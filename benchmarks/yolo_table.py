@@ -22,13 +22,13 @@ from largekernel.analysis.complexity import count_macs, count_parameters
 COUNT_SIZE = 128
 
 
-def build(cfg: str):
+def build(cfg: str | dict):
     from ultralytics.nn.tasks import DetectionModel
 
     return DetectionModel(cfg, verbose=False)
 
 
-def measure(cfg: str, imgsz: int) -> tuple[int, float]:
+def measure(cfg: str | dict, imgsz: int) -> tuple[int, float]:
     model = build(cfg)
     macs = count_macs(model, (1, 3, COUNT_SIZE, COUNT_SIZE)) * (imgsz / COUNT_SIZE) ** 2
     return count_parameters(model), 2 * macs / 1e9
@@ -49,27 +49,36 @@ def main(argv: list[str] | None = None) -> int:
     from largekernel.integrations import yolo
 
     if args.check:
-        model = build(str(yolo.config_path("yolov8n-lska")))
+        model = build(yolo.config("yolov8n-lska"))
         full = count_macs(model, (1, 3, args.imgsz, args.imgsz))
         scaled = count_macs(model, (1, 3, COUNT_SIZE, COUNT_SIZE)) * (args.imgsz / COUNT_SIZE) ** 2
-        print(f"check yolov8n-lska: MACs at {args.imgsz}: {full:,}; at {COUNT_SIZE} scaled: {scaled:,.0f}", file=sys.stderr)
+        print(
+            f"check yolov8n-lska: MACs at {args.imgsz}: {full:,}; at {COUNT_SIZE} scaled: {scaled:,.0f}",
+            file=sys.stderr,
+        )
 
     families: dict[str, list[str]] = {}
     for config in yolo.available_configs():
         families.setdefault(config.split("-")[0], []).append(config)
-    print(f"Params (M) / GFLOPs at {args.imgsz}x{args.imgsz} (Ultralytics' convention: 2 x MACs); "
-          "in brackets the change against the plain Ultralytics model of the same scale.\n")
+    print(
+        f"Params (M) / GFLOPs at {args.imgsz}x{args.imgsz} (Ultralytics' convention: 2 x MACs); "
+        "in brackets the change against the plain Ultralytics model of the same scale.\n"
+    )
     for family, configs in families.items():
         header = "| config | " + " | ".join(f"{family}{s}" for s in args.scales) + " |"
         rows = [header, "|" + "---|" * (len(args.scales) + 1)]
         base = {s: measure(f"{family}{s}.yaml", args.imgsz) for s in args.scales}
-        rows.append(f"| {family} (Ultralytics) | " + " | ".join(f"{p / 1e6:.2f} / {g:.1f}" for p, g in base.values()) + " |")
+        rows.append(
+            f"| {family} (Ultralytics) | " + " | ".join(f"{p / 1e6:.2f} / {g:.1f}" for p, g in base.values()) + " |"
+        )
         for config in configs:
             cells = []
             for s in args.scales:
-                params, gflops = measure(str(yolo.config_path(re.sub(r"^(yolov?\d+)", rf"\g<1>{s}", config))), args.imgsz)
+                params, gflops = measure(yolo.config(re.sub(r"^(yolov?\d+)", rf"\g<1>{s}", config)), args.imgsz)
                 bp, bg = base[s]
-                cells.append(f"{params / 1e6:.2f} / {gflops:.1f} ({100 * (params / bp - 1):+.1f}% / {100 * (gflops / bg - 1):+.1f}%)")
+                cells.append(
+                    f"{params / 1e6:.2f} / {gflops:.1f} ({100 * (params / bp - 1):+.1f}% / {100 * (gflops / bg - 1):+.1f}%)"
+                )
             rows.append(f"| {config} | " + " | ".join(cells) + " |")
             print(f"measured {config}", file=sys.stderr, flush=True)
         print("\n".join(rows) + "\n", flush=True)

@@ -8,7 +8,7 @@ shows a traceback for anything else (a bug). Each also derives from the built-in
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "ConfigurationError", "DataError", "LargeKernelError"]
+__all__ = ["CheckpointError", "CheckpointMismatchError", "ConfigurationError", "DataError", "LargeKernelError"]
 
 
 class LargeKernelError(Exception):
@@ -21,6 +21,10 @@ class ConfigurationError(LargeKernelError, ValueError):
 
 class CheckpointError(LargeKernelError, ValueError):
     """A checkpoint file that cannot be read, or whose contents do not fit the model."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A readable checkpoint whose keys or shapes do not fit the model (the differences are listed)."""
 
 
 class DataError(LargeKernelError, ValueError):

@@ -27,7 +27,7 @@ def test_metric_lines_and_erf_grid_write_pngs(tmp_path):
 
 
 def test_plot_errors_name_the_problem(tmp_path):
-    with pytest.raises(ValueError, match="ending in .png"):
+    with pytest.raises(ValueError, match=r"ending in \.png"):
         save_erf_grid({"a": np.eye(4)}, tmp_path / "grid.jpg")
     with pytest.raises(ValueError, match="rows lack"):
         save_metric_lines([{"k": 1}], tmp_path / "x.png", x="k", metrics={"cost": "c"}, group="design")

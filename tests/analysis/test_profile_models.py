@@ -137,3 +137,22 @@ def test_profile_model_without_attention_options_gives_one_row(capsys):
     assert "smt_t" in out and "GMACs incl. attn" in out
     assert main(["profile", "--model", "smt_t", "--kernel-sizes", "7", "--macs-only"]) == 2
     assert "no attention design or kernel size" in capsys.readouterr().err
+
+
+def test_every_measurement_runs_at_the_requested_threads_and_restores_them():
+    before = torch.get_num_threads()
+    seen = []
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    # the MAC count runs on a meta copy first, outside the measurements: only real runs are recorded
+    model.register_forward_hook(lambda _m, inputs, _o: inputs[0].is_meta or seen.append(torch.get_num_threads()))
+    from largekernel.analysis.profile import _profile_built
+
+    row = _profile_built(
+        "tiny", "tiny", model, attention=None, kernel_size=None, input_shape=(1, 3, 8, 8), resolution=8, batch=1,
+        device=torch.device("cpu"), dtype=torch.float32, min_run_time=0.01, timing=True, memory=True, threads=3,
+    )
+    assert row.threads == 3 and row.peak_memory_mib is not None
+    assert seen and set(seen) == {3}  # warm-up, memory step, both timings
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads must be a positive integer"):
+        profile_model("van_b0", resolution=32, threads=0)

@@ -36,6 +36,12 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
     return folder, out
 
 
+def test_training_leaves_the_callers_torch_flags_as_they_were(trained):
+    # Trainer(deterministic=True) switches deterministic algorithms on for the whole process
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+
+
 def test_train_writes_every_run_file(trained):
     _, out = trained
     rows = read_rows(out / "metrics.csv")

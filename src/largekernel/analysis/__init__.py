@@ -21,7 +21,17 @@ _EXPORTS: dict[str, str] = {
     "profile_scaling": "profile",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "ERFResult",
+    "ModelProfile",
+    "area_ratios",
+    "count_macs",
+    "count_parameters",
+    "effective_receptive_field",
+    "profile_model",
+    "profile_models",
+    "profile_scaling",
+]
 
 if TYPE_CHECKING:
     from .complexity import count_macs, count_parameters

@@ -8,13 +8,18 @@ resolution next to SMT's self-attention (:func:`profile_scaling`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Iterable, Sequence
+import logging
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
-from torch.utils import benchmark
 
 from ..layers import create_attention
 from .complexity import count_macs, count_parameters
@@ -51,15 +56,53 @@ class ModuleProfile:
     params: int
     macs: int  # one forward pass of the whole batch
     latency_ms: float  # median forward time of the whole batch
+    threads: int = 1  # intra-op CPU threads while timing
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def measure_latency(fn, min_run_time: float = 0.2) -> float:
-    """Median seconds of ``fn()`` with PyTorch's benchmark timer (warm-up and blocking handled)."""
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn})
+def _benchmark():
+    """``torch.utils.benchmark``, imported without its import-time log line.
+
+    It imports ``torch.utils.cpp_extension``, which logs "No CUDA runtime is found, using
+    CUDA_HOME=..." with a CUDA build of torch on a machine without a GPU. The timer never compiles
+    C++ (only its Callgrind mode does), so that line says nothing about what we run.
+    """
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        from torch.utils import benchmark
+    finally:
+        logger.setLevel(level)
+    return benchmark
+
+
+def measure_latency(fn, min_run_time: float = 0.2, threads: int = 1) -> float:
+    """Median seconds of ``fn()`` with PyTorch's benchmark timer (warm-up and blocking handled).
+
+    ``threads``: intra-op CPU threads while timing (the timer's default is 1, for repeatable numbers).
+    """
+    timer = _benchmark().Timer(stmt="fn()", globals={"fn": fn}, num_threads=_check_threads(threads))
     return timer.blocked_autorange(min_run_time=min_run_time).median
+
+
+def _check_threads(threads: int) -> int:
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    return threads
+
+
+@contextlib.contextmanager
+def _intra_op_threads(threads: int) -> Iterator[None]:
+    """``torch.set_num_threads(threads)`` inside the block, the previous value restored after."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(_check_threads(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def profile_module(
@@ -71,6 +114,7 @@ def profile_module(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     min_run_time: float = 0.2,
+    threads: int = 1,
 ) -> ModuleProfile:
     """Parameters, MACs and forward latency of one attention module (dense NCHW input)."""
     module: nn.Module = create_attention(design, dim, kernel_size).to(device=device, dtype=dtype).eval()
@@ -93,7 +137,8 @@ def profile_module(
         batch=batch,
         params=count_parameters(module),
         macs=macs,
-        latency_ms=measure_latency(forward, min_run_time) * 1e3,
+        latency_ms=measure_latency(forward, min_run_time, threads) * 1e3,
+        threads=threads,
     )
 
 
@@ -123,8 +168,9 @@ class ModelProfile:
     ``macs`` counts convolutions and linear layers per image, the papers' FLOPs (SMT's published
     numbers leave the attention matmuls out); ``macs_with_attention`` adds the softmax attention's
     ``QK^T`` and ``AV`` matmuls, which grow quadratically with the number of tokens. Timings are
-    medians for the whole batch; memory is the peak of live tensor bytes during one
-    forward+backward step above what was live before it (``memory_method`` says how it was read).
+    medians for the whole batch; memory is the peak of what PyTorch's allocator has handed out during
+    one forward+backward step, above what was allocated before it (see :func:`measure_peak_memory`;
+    ``memory_method`` says how it was read).
     """
 
     label: str
@@ -143,6 +189,7 @@ class ModelProfile:
     throughput: float | None = None  # images per second, forward
     peak_memory_mib: float | None = None
     memory_method: str | None = None
+    threads: int = 1  # intra-op CPU threads for every measurement of the row
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -175,12 +222,16 @@ def count_macs_with_attention(module: nn.Module, inputs: torch.Tensor) -> tuple[
 
 
 def measure_peak_memory(step, device: torch.device) -> tuple[float | None, str]:
-    """Peak MiB of live tensors during ``step()`` above what was live before it, and how it was read.
+    """Peak MiB allocated during ``step()`` above what was allocated before it, and how it was read.
 
-    CUDA: ``torch.cuda.max_memory_allocated`` (exact for PyTorch's allocator). CPU: PyTorch has no
-    allocator statistics, so the step runs once under ``torch.profiler`` with memory profiling and
-    the peak is read from its memory timeline (every allocation and free of a tensor in the step);
-    allocations outside PyTorch's allocator (e.g. oneDNN scratch space) are not included.
+    Both devices count what PyTorch's allocator hands out: every tensor (activations, tensors saved
+    for backward, gradients) and every buffer an operator allocates for itself (e.g. the column
+    buffers of a large convolution's backward), each from its allocation to its free.
+    CUDA: ``torch.cuda.max_memory_allocated``. CPU: PyTorch's CPU allocator keeps no statistics, so
+    the step runs once under ``torch.profiler`` with ``profile_memory=True`` (no stacks, no shapes:
+    the cost is about one more step) and the peak of the running sum of its allocation and free
+    events is taken. Memory allocated outside PyTorch's allocator (e.g. by oneDNN's own scratch-pad
+    allocator, or NumPy) is not included; what the allocator keeps cached is not counted either.
     """
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -189,32 +240,70 @@ def measure_peak_memory(step, device: torch.device) -> tuple[float | None, str]:
         step()
         torch.cuda.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20, "torch.cuda.max_memory_allocated"
-    import json
-    import tempfile
-    import warnings
-    from pathlib import Path
+    peak = _cpu_allocation_peak(step)
+    return (None, "unavailable") if peak is None else (peak / 2**20, "torch.profiler allocation events")
 
+
+def _cpu_allocation_peak(step) -> int | None:
+    """Peak bytes of the running sum of the CPU allocator's allocation/free events during ``step()``."""
     from torch.profiler import ProfilerActivity, profile
 
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
     try:
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
-            # the timeline's first point comes after the first event: make that a 1-byte marker so
-            # the first point is what was live before the step
-            marker = torch.empty(1, dtype=torch.uint8)
-            del marker
-            step()
-        with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # deprecated in favour of a CUDA-only API
-            path = Path(folder) / "timeline.json"
-            prof.export_memory_timeline(str(path), device="cpu")
-            _, sizes = json.loads(path.read_text())
-    except Exception:  # noqa: BLE001 - an unavailable profiler feature must not stop a profile
-        return None, "unavailable"
-    if not sizes:
-        return 0.0, "torch.profiler memory timeline"
-    # the timeline includes what was live when the step began; report the growth above it
-    totals = [sum(point) for point in sizes]
-    return (max(totals) - totals[0]) / 2**20, "torch.profiler memory timeline"
+        with _kineto_lines_dropped():
+            prof.start()
+    except Exception:  # noqa: BLE001 - a profiler this torch build lacks must not stop a profile
+        return None
+    try:
+        step()
+    finally:
+        with _kineto_lines_dropped():
+            prof.stop()
+    try:
+        cpu = torch.autograd.DeviceType.CPU
+        events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]" and e.device_type() == cpu]
+    except (AttributeError, RuntimeError):  # the raw event API moved in this torch version
+        return None
+    live = peak = 0
+    for event in sorted(events, key=lambda e: e.start_ns()):  # sorted() is stable: same-time events keep their order
+        live += event.nbytes()  # negative for a free
+        peak = max(peak, live)
+    return peak
+
+
+# kineto's own log lines: "LEVEL:YYYY-MM-DD HH:MM:SS pid:tid file.cpp:line] message"
+_KINETO_LINE = re.compile(r"^(?:USDT|STAGE|INFO|WARNING|ERROR):\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \d+:\d+ \S+\.cpp:\d+\]")
+
+
+@contextlib.contextmanager
+def _kineto_lines_dropped() -> Iterator[None]:
+    """Run the block with file descriptor 2 captured; write back every line that is not kineto's log.
+
+    Starting and stopping the profiler makes kineto (C++) write straight to fd 2: a ``USDT ...
+    profiler_start`` / ``profiler_stop`` pair every time and, with a CUDA build of torch on a
+    machine without a GPU, ``ERROR ... gpuGetDeviceCount failed``. ``warnings``/``logging`` cannot
+    catch C++ writes; only the profiler's own start and stop run captured, never the user's step.
+    """
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 (e.g. a windowed app): nothing to keep clean
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines = capture.read().decode(errors="replace").splitlines(keepends=True)
+            kept = "".join(line for line in lines if not _KINETO_LINE.match(line))
+            if kept:
+                sys.stderr.write(kept)
+                sys.stderr.flush()
 
 
 def _forward_backward(model: nn.Module, x: torch.Tensor):
@@ -244,16 +333,48 @@ def _profile_built(
     min_run_time: float,
     timing: bool,
     memory: bool,
+    threads: int,
 ) -> ModelProfile:
     # MACs depend only on shapes: count on the meta device (no arithmetic, instant even at 1024 px)
     macs, macs_with_attention = count_macs_with_attention(
         copy.deepcopy(model).to("meta"), torch.empty(1, *input_shape[1:], device="meta")
     )
     model = model.to(device=device, dtype=dtype)
-    forward_ms = forward_backward_ms = throughput = peak = None
+    with _intra_op_threads(threads):
+        forward_ms, forward_backward_ms, peak, method = _measure(
+            label, model, x_shape=input_shape, resolution=resolution, batch=batch, device=device, dtype=dtype,
+            min_run_time=min_run_time, timing=timing, memory=memory, threads=threads,
+        )
+    return ModelProfile(
+        label=label,
+        model=model_name,
+        attention=attention,
+        kernel_size=kernel_size,
+        resolution=resolution,
+        batch=batch,
+        device=str(device),
+        dtype=str(dtype).removeprefix("torch."),
+        params=count_parameters(model),
+        macs=macs,
+        macs_with_attention=macs_with_attention,
+        forward_ms=forward_ms,
+        forward_backward_ms=forward_backward_ms,
+        throughput=None if forward_ms is None else batch / (forward_ms / 1e3),
+        peak_memory_mib=peak,
+        memory_method=method,
+        threads=threads,
+    )
+
+
+def _measure(
+    label: str, model: nn.Module, *, x_shape: tuple[int, ...], resolution: int, batch: int, device: torch.device,
+    dtype: torch.dtype, min_run_time: float, timing: bool, memory: bool, threads: int,
+) -> tuple[float | None, float | None, float | None, str | None]:
+    """``(forward_ms, forward_backward_ms, peak_memory_mib, memory_method)``, every one at the same thread count."""
+    forward_ms = forward_backward_ms = peak = None
     method = None
     if timing or memory:
-        x = torch.randn(*input_shape, device=device, dtype=dtype)
+        x = torch.randn(*x_shape, device=device, dtype=dtype)
         model.train()
         step = _forward_backward(model, x)
         try:
@@ -270,7 +391,7 @@ def _profile_built(
             model.zero_grad(set_to_none=True)  # so the last step's gradients are not counted as live before
             peak, method = measure_peak_memory(step, device)
         if timing:
-            forward_backward_ms = measure_latency(step, min_run_time) * 1e3
+            forward_backward_ms = measure_latency(step, min_run_time, threads) * 1e3
             model.eval()
 
             def forward() -> None:
@@ -279,27 +400,9 @@ def _profile_built(
                 if x.is_cuda:
                     torch.cuda.synchronize(x.device)
 
-            forward_ms = measure_latency(forward, min_run_time) * 1e3
-            throughput = batch / (forward_ms / 1e3)
+            forward_ms = measure_latency(forward, min_run_time, threads) * 1e3
         model.zero_grad(set_to_none=True)
-    return ModelProfile(
-        label=label,
-        model=model_name,
-        attention=attention,
-        kernel_size=kernel_size,
-        resolution=resolution,
-        batch=batch,
-        device=str(device),
-        dtype=str(dtype).removeprefix("torch."),
-        params=count_parameters(model),
-        macs=macs,
-        macs_with_attention=macs_with_attention,
-        forward_ms=forward_ms,
-        forward_backward_ms=forward_backward_ms,
-        throughput=throughput,
-        peak_memory_mib=peak,
-        memory_method=method,
-    )
+    return forward_ms, forward_backward_ms, peak, method
 
 
 def profile_model(
@@ -313,6 +416,7 @@ def profile_model(
     min_run_time: float = 0.2,
     timing: bool = True,
     memory: bool = True,
+    threads: int = 1,
     **overrides,
 ) -> ModelProfile:
     """Parameters, MACs, latency (forward; forward+backward), throughput and peak memory of a registered model.
@@ -322,6 +426,8 @@ def profile_model(
         attention, kernel_size: overrides of the model's attention design and kernel size.
         resolution: square input side; MACs are per image, timings for the whole ``batch``.
         timing, memory: ``False`` skips those measurements (MACs and parameters only).
+        threads: intra-op CPU threads for the warm-up, the memory step and the timings alike. Memory
+            can grow with it: some operators allocate a temporary buffer per thread.
         **overrides: further constructor arguments for the model.
     """
     from ..models import create_model
@@ -337,6 +443,7 @@ def profile_model(
         attention=getattr(model, "attention", attention), kernel_size=getattr(model, "kernel_size", kernel_size),
         input_shape=(batch, 3, resolution, resolution), resolution=resolution, batch=batch,
         device=torch.device(device), dtype=dtype, min_run_time=min_run_time, timing=timing, memory=memory,
+        threads=threads,
     )
 
 
@@ -398,6 +505,7 @@ def profile_scaling(
     timing: bool = True,
     memory: bool = True,
     progress: bool = True,
+    threads: int = 1,
 ) -> list[ModelProfile]:
     """Cost against input resolution: whole models, and the stage-3 token mixers (stride 16).
 
@@ -427,6 +535,7 @@ def profile_scaling(
                 label, name, module, attention=getattr(module, "attention", None),
                 kernel_size=getattr(module, "kernel_size", None), input_shape=shape, resolution=resolution,
                 batch=batch, device=device, dtype=dtype, min_run_time=min_run_time, timing=timing, memory=memory,
+                threads=threads,
             )
         )
     return rows

@@ -17,8 +17,8 @@ import argparse
 import json
 import sys
 
-from ._common import DTYPE_NAMES
 from ..analysis.defaults import DESIGNS, PAPER_KERNEL_SIZES, SCALING_RESOLUTIONS
+from ._common import DTYPE_NAMES
 
 MODULE_RESOLUTION, MODEL_RESOLUTION = 56, 224
 
@@ -48,6 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--dtype", default="float32", choices=DTYPE_NAMES)
     parser.add_argument("--min-run-time", type=float, default=0.2, help="seconds of timing per row and figure (default 0.2)")
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="intra-op CPU threads for every measurement of a row: timings, and for --model/--scaling the warm-up and "
+        "peak-memory steps (default 1, torch.utils.benchmark's default; some operators' temporary memory grows with threads)",
+    )
     parser.add_argument("--macs-only", action="store_true", help="--model/--scaling: parameters and MACs only (no timing, no memory)")
     parser.add_argument("--no-memory", action="store_true", help="--model/--scaling: skip the peak-memory measurement")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -56,15 +61,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..layers.decomposition import check_kernel_size
     from ..analysis._runtime import resolve_device, resolve_dtype
+    from ..layers.decomposition import check_kernel_size
 
     sweep_given = args.designs is not None or args.kernel_sizes is not None
     args.designs = args.designs or list(DESIGNS)
     args.kernel_sizes = args.kernel_sizes or list(PAPER_KERNEL_SIZES)
     for kernel_size in args.kernel_sizes:
         check_kernel_size(kernel_size, "profile")
-    for name in ("dim", "resolution", "batch"):
+    for name in ("dim", "resolution", "batch", "threads"):
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise ValueError(f"--{name} must be positive, got {value}")
@@ -74,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--resolutions must be >= 32 (stage 3 has stride 16), got {args.resolutions}")
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
     progress = not args.json
-    measure = {"timing": not args.macs_only, "memory": not (args.macs_only or args.no_memory)}
+    measure = {"timing": not args.macs_only, "memory": not (args.macs_only or args.no_memory), "threads": args.threads}
 
     if args.scaling:
         from ..analysis.profile import profile_scaling
@@ -84,8 +89,8 @@ def run(args: argparse.Namespace) -> int:
             dtype=dtype, min_run_time=args.min_run_time, progress=progress, **measure,
         )
     elif args.model:
-        from ..models import create_model
         from ..analysis.profile import profile_model, profile_models
+        from ..models import create_model
 
         default = create_model(args.model)  # an unknown name raises the registry's error with close matches
         settings = dict(
@@ -104,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         rows = profile_modules(
             args.designs, args.kernel_sizes, progress=progress, dim=args.dim or 64,
             resolution=args.resolution or MODULE_RESOLUTION, batch=args.batch, device=device, dtype=dtype,
-            min_run_time=args.min_run_time,
+            min_run_time=args.min_run_time, threads=args.threads,
         )
     records = [row.as_dict() for row in rows]
     if args.csv:
@@ -138,7 +143,7 @@ def _write_csv(records: list[dict], path: str) -> None:
 def _plot(records: list[dict], args: argparse.Namespace) -> None:
     from ..analysis.plots import save_metric_lines
 
-    setting = f"{args.device} {args.dtype}, batch {args.batch}"
+    setting = f"{args.device} {args.dtype}, batch {args.batch}, {_threads(args.threads)}"
     if args.scaling:
         rows = [
             {**r, "gmacs_all": r["macs_with_attention"] / 1e9, "memory": r["peak_memory_mib"]} for r in records
@@ -180,6 +185,10 @@ def _console():
     return Console(width=None if sys.stdout.isatty() else 160)
 
 
+def _threads(count: int) -> str:
+    return f"{count} thread" + ("s" if count != 1 else "")
+
+
 def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -188,7 +197,10 @@ def _print_model_table(records: list[dict], args: argparse.Namespace) -> None:
     from rich.table import Table
 
     first = records[0]
-    table = Table(title=f"{args.model} @{first['resolution']}px, batch {first['batch']}, {first['device']} {first['dtype']}")
+    table = Table(
+        title=f"{args.model} @{first['resolution']}px, batch {first['batch']}, {first['device']} {first['dtype']}, "
+        f"{_threads(first['threads'])}"
+    )
     with_attention = any(r["macs_with_attention"] != r["macs"] for r in records)
     columns = ["kernel", "design", "params (M)", "GMACs"] + (["GMACs incl. attn"] if with_attention else [])
     for column in (*columns, "fwd ms", "fwd+bwd ms", "img/s", "peak MiB"):
@@ -208,7 +220,10 @@ def _print_scaling_table(records: list[dict], args: argparse.Namespace) -> None:
     from rich.table import Table
 
     first = records[0]
-    table = Table(title=f"cost against input resolution, batch {first['batch']}, {first['device']} {first['dtype']}")
+    table = Table(
+        title=f"cost against input resolution, batch {first['batch']}, {first['device']} {first['dtype']}, "
+        f"{_threads(first['threads'])}"
+    )
     for column in ("input", "model / stage-3 mixer", "params", "GMACs", "GMACs incl. attn", "fwd ms", "fwd+bwd ms", "peak MiB"):
         table.add_column(column, justify="left" if column.startswith("model") else "right", no_wrap=True)
     for r in records:
@@ -226,7 +241,7 @@ def _print_table(rows, args) -> None:
     first = rows[0]
     title = (
         f"attention modules: dim {first.dim}, {first.resolution}x{first.resolution}, batch {first.batch}, "
-        f"{args.device} {args.dtype}"
+        f"{args.device} {args.dtype}, {_threads(args.threads)}"
     )
     table = Table(title=title)
     for column in ("kernel", "design", "dilation", "params", "MMACs", "latency ms", "vs LKA-trivial"):

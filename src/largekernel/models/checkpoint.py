@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..checkpoint_io import read_tensors, write_safetensors
-from ..errors import ConfigurationError
+from ..errors import CheckpointMismatchError, ConfigurationError, LargeKernelError
 
 __all__ = [
     "WeightsUnavailableError",
@@ -37,7 +37,7 @@ __all__ = [
 _MAX_LISTED = 20
 
 
-class WeightsUnavailableError(FileNotFoundError):
+class WeightsUnavailableError(LargeKernelError, FileNotFoundError):
     """The pretrained weights are neither cached nor downloadable (e.g. no network)."""
 
 
@@ -63,7 +63,9 @@ def _drop_mismatched_classifier(
     if not model_head:
         reason = "the model has no classifier (num_classes=0)"
     elif (
-        weight is not None and "head.weight" in expected and tuple(weight.shape) != tuple(expected["head.weight"].shape)
+        # only a different class count is a fine-tuning start; a different width is a wrong checkpoint,
+        # listed with the other shape differences
+        weight is not None and "head.weight" in expected and weight.shape[0] != expected["head.weight"].shape[0]
     ):
         reason = (
             f"the checkpoint's classifier has {weight.shape[0]} classes, the model {expected['head.weight'].shape[0]}"
@@ -109,8 +111,7 @@ def load_state_dict_into(
         message = f"{source} does not fit {type(model).__name__}:\n  " + "\n  ".join(problems)
         if strict or shapes:
             hint = "\n(is it a different variant or kernel size? overrides such as kernel_size=... must match the checkpoint)"
-            # ValueError as before: train/ wraps it with the model description it came with (see the report)
-            raise ValueError(message + hint)
+            raise CheckpointMismatchError(message + hint)
     # checked above; the freshly initialised classifier (if dropped) is the only gap allowed in strict mode
     return model.load_state_dict(state_dict, strict=strict and not excused)
 

@@ -13,18 +13,20 @@ A run directory (``--out``) holds::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, ConfigurationError, LargeKernelError
+from ..errors import CheckpointError, CheckpointMismatchError, ConfigurationError, LargeKernelError
 from .config import DEFAULT_MODEL, TrainConfig, resolve_config
 from .data import DataSplit, EpochShuffleSampler, ShardSampler, TransformedDataset, load_data
 from .files import read_json, read_lightning_checkpoint, write_json
@@ -62,9 +64,7 @@ def build_model(
         model = largekernel.create_model(
             name, num_classes=published_classes, in_chans=in_chans, checkpoint_path=checkpoint_path, **kwargs
         )
-    except (LargeKernelError, FileNotFoundError, TypeError):
-        raise
-    except ValueError as error:  # keys or shapes that do not fit: the models package lists them on lines
+    except CheckpointMismatchError as error:  # the models package lists the keys on lines: one line here
         raise CheckpointError(f"--checkpoint-path {checkpoint_path} does not fit {name}: {_one_line(error)}") from None
     if published_classes != num_classes:
         model.reset_classifier(num_classes)
@@ -162,6 +162,8 @@ def load_trained(path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn
         model = _build_described(config, config_path)
         try:
             load_checkpoint(model, path)
+        except CheckpointMismatchError as error:  # named with the description that built the model
+            raise CheckpointError(f"cannot load {path} as described by {config_path}: {_one_line(error)}") from None
         except LargeKernelError:
             raise
         except Exception as error:  # noqa: BLE001 - any reader failure is a bad file, named in one line
@@ -419,6 +421,37 @@ def _make_trainer(config: TrainConfig, out: Path, callbacks: list[Any]):
     )
 
 
+@contextlib.contextmanager
+def _torch_determinism_restored() -> Iterator[None]:
+    """Undo, on exit, the global flags that ``Trainer(deterministic=True)`` sets."""
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    cublas = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+        if cublas is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = cublas
+
+
+def _fit(trainer, module, config: TrainConfig, out: Path, train_set, val_set, last: Path | None) -> None:
+    if trainer.world_size != config.world_size:  # the lr was scaled for config.world_size processes
+        raise ConfigurationError(
+            f"Lightning starts {trainer.world_size} processes where {config.world_size} were planned from "
+            f"--devices {config.devices} --num-nodes {config.num_nodes}; give --devices as a count"
+        )
+    if _is_rank_zero():  # after the Trainer accepted the settings
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "run.json", config.to_json())
+    datamodule = _make_datamodule(train_set, val_set, config.batch_size, config.seed, config.num_workers)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last is not None else None)
+
+
 def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
     """Train as ``config`` says; returns the summary (also written to ``<out>/summary.json``).
 
@@ -492,17 +525,9 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Any]:
     ]
     if not config.quiet:
         callbacks.append(TQDMProgressBar(refresh_rate=10))
-    trainer = _make_trainer(config, out, callbacks)
-    if trainer.world_size != config.world_size:  # the lr was scaled for config.world_size processes
-        raise ConfigurationError(
-            f"Lightning starts {trainer.world_size} processes where {config.world_size} were planned from "
-            f"--devices {config.devices} --num-nodes {config.num_nodes}; give --devices as a count"
-        )
-    if _is_rank_zero():  # after the Trainer accepted the settings
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "run.json", config.to_json())
-    datamodule = _make_datamodule(train_set, val_set, config.batch_size, config.seed, config.num_workers)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
+    with _torch_determinism_restored():  # Lightning's deterministic=True is for this run, not the caller's process
+        trainer = _make_trainer(config, out, callbacks)
+        _fit(trainer, module, config, out, train_set, val_set, last if resume else None)
 
     history = metrics_writer.history
     final = history[-1] if history else {}

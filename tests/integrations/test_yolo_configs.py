@@ -1,86 +1,32 @@
-"""YOLO integration: every shipped config builds, trains (loss + backward) and round-trips through
+"""YOLO configs and blocks: every config builds from the installed Ultralytics' own base config,
+computes Ultralytics' detection loss with gradients through our blocks, and round-trips through
 Ultralytics' save/load; channels and block counts are checked against Ultralytics' own parse of the
-plain base configs and against the YAML, not against our own code.
-
-Ultralytics reads torchvision's *version string* when it is imported (nothing more); train/val/predict
-and NMS import torchvision itself, and none of them run here. Where torchvision is not installed (a
-CPU-only torch cannot use the PyPI torchvision wheel), these tests put a metadata-only
-``torchvision.dist-info`` on ``sys.path`` for the import and remove it right after; the package code
-never does this. If Ultralytics is absent or still fails to import, every test here is skipped.
+plain base configs, parameter and FLOP counts against closed forms. Real Ultralytics, no stand-ins.
 """
 
 from __future__ import annotations
 
-import atexit
 import copy
-import importlib.metadata
-import importlib.util
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
-import textwrap
+import logging
+import re
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
+import yolo_support  # noqa: F401 - Ultralytics' settings and network before it is imported
+from ultralytics import YOLO
+from ultralytics.cfg import get_cfg
+from ultralytics.nn.modules import Conv
+from ultralytics.nn.modules.block import C3, SPPF, C2f, C3k2
+from ultralytics.nn.tasks import DetectionModel
+from ultralytics.utils import LOGGER
 
-os.environ.setdefault("YOLO_OFFLINE", "1")  # never reach the network
-os.environ.setdefault("YOLO_VERBOSE", "False")
-if "YOLO_CONFIG_DIR" not in os.environ:  # keep Ultralytics' settings file out of the home directory
-    _config_dir = tempfile.mkdtemp(prefix="yolo-config-")
-    atexit.register(shutil.rmtree, _config_dir, True)
-    os.environ["YOLO_CONFIG_DIR"] = _config_dir
-
-if importlib.util.find_spec("ultralytics") is None:
-    pytest.skip("ultralytics is not installed (pip install 'largekernel[yolo]')", allow_module_level=True)
-_STUB_DIR: str | None = None
-
-
-def _import_ultralytics() -> None:
-    global _STUB_DIR
-    try:
-        importlib.metadata.version("torchvision")
-    except importlib.metadata.PackageNotFoundError:
-        _STUB_DIR = tempfile.mkdtemp(prefix="tv-metadata-")
-        atexit.register(shutil.rmtree, _STUB_DIR, True)
-        major, minor = (int(x) for x in torch.__version__.split(".")[:2])
-        version = f"0.{minor + 15}.0" if major == 2 else "0.0.0"  # the release paired with this torch
-        info = Path(_STUB_DIR, f"torchvision-{version}.dist-info")
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: torchvision\nVersion: {version}\n")
-        sys.path.insert(0, _STUB_DIR)
-    # Ultralytics replaces PIL.Image.open with a wrapper that pip-installs pi-heif on the first
-    # unreadable file; keep that out of the rest of the test session (and never auto-install)
-    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
-    from PIL import Image
-
-    pil_open = Image.open
-    try:
-        import ultralytics.nn.tasks  # noqa: F401
-    finally:
-        Image.open = pil_open
-        if _STUB_DIR in sys.path:
-            sys.path.remove(_STUB_DIR)
-
-
-try:
-    _import_ultralytics()
-except Exception as error:  # noqa: BLE001 - any import failure of the optional dependency means skip
-    pytest.skip(f"ultralytics does not import here: {error}", allow_module_level=True)
-
-import yaml  # noqa: E402
-from ultralytics import YOLO  # noqa: E402
-from ultralytics.cfg import get_cfg  # noqa: E402
-from ultralytics.nn.modules import Conv  # noqa: E402
-from ultralytics.nn.modules.block import C2f, C3, C3k2, SPPF  # noqa: E402
-from ultralytics.nn.tasks import DetectionModel  # noqa: E402
-
-from largekernel import cli  # noqa: E402
-from largekernel.integrations import yolo  # noqa: E402
-from largekernel.integrations.yolo import AttentionBottleneck, C2f_LSKA, C3_LSKA, C3k2_LSKA, SPPF_LSKA  # noqa: E402
-from largekernel.layers import LKA, LSKA, SAM  # noqa: E402
+from largekernel import layers
+from largekernel.errors import ConfigurationError
+from largekernel.integrations import yolo
+from largekernel.integrations.yolo import C3_LSKA, LKA, LSKA, SAM, SPPF_LSKA, AttentionBottleneck, C2f_LSKA, C3k2_LSKA
+from largekernel.integrations.yolo.configs import RECIPES
 
 CONFIGS = yolo.available_configs()
 OUR_TYPES = {"LSKA": LSKA, "LKA": LKA, "SAM": SAM, "SPPF_LSKA": SPPF_LSKA, "C2f_LSKA": C2f_LSKA,
@@ -94,7 +40,7 @@ def scaled(config: str, scale: str) -> str:
 
 
 def config_dict(config: str) -> dict:
-    return yaml.safe_load((yolo.config_path(scaled(config, "n")).parent / f"{config}.yaml").read_text())
+    return yolo.config(config)
 
 
 def expected_counts(config: str, scale: str) -> tuple[dict[str, int], int]:
@@ -148,8 +94,6 @@ def _one_thread():
 
 
 _BASE_SHAPES: dict[str, list[tuple[int, ...]]] = {}
-_CHECKPOINTS: dict[str, tuple[Path, torch.Tensor, torch.Tensor]] = {}  # n-scale saves, reused by the fresh-process test
-_CHECKPOINTS: dict[str, tuple[Path, torch.Tensor, torch.Tensor]] = {}  # n-scale saves, reused by the fresh-process test
 _OUR_SHAPES: dict[tuple[str, str], list[tuple[int, ...]]] = {}
 
 
@@ -208,8 +152,6 @@ def test_config_builds_trains_and_round_trips(config: str, scale: str, tmp_path:
     with torch.no_grad():
         expected = reference(x)[0]
         torch.testing.assert_close(loaded.float().eval()(x)[0], expected)
-    if scale == "n":
-        _CHECKPOINTS[config] = (path, x, expected)
 
 
 def test_width_scales_like_ultralytics_blocks() -> None:
@@ -217,7 +159,9 @@ def test_width_scales_like_ultralytics_blocks() -> None:
     for config in ("yolov8-c2f-lska", "yolo11-lska"):
         for scale in "ns":
             if (config, scale) not in _OUR_SHAPES:  # run alone: build here
-                _OUR_SHAPES[config, scale] = layer_shapes(DetectionModel(str(yolo.config_path(scaled(config, scale))), verbose=False))
+                _OUR_SHAPES[config, scale] = layer_shapes(
+                    DetectionModel(yolo.config(scaled(config, scale)), verbose=False)
+                )
         for n_shape, s_shape in zip(_OUR_SHAPES[config, "n"], _OUR_SHAPES[config, "s"], strict=True):
             assert s_shape[1] == 2 * n_shape[1] and s_shape[2:] == n_shape[2:]
 
@@ -225,7 +169,7 @@ def test_width_scales_like_ultralytics_blocks() -> None:
 def _neutralise(module: torch.nn.Module) -> None:
     """Make our attention pass its input through: LSKA gate = 1, spatial-gating branch = 0."""
     for m in module.modules():
-        if isinstance(m, LSKA):
+        if isinstance(m, layers.LSKA):  # also the one inside SPPF_LSKA
             torch.nn.init.zeros_(m.conv1.weight)
             torch.nn.init.ones_(m.conv1.bias)
         if isinstance(m, AttentionBottleneck):
@@ -317,7 +261,7 @@ def test_custom_yaml_activation_and_plain_layer_arguments(tmp_path: Path) -> Non
     assert isinstance(c2f.cv1.act, torch.nn.ReLU)  # the YAML's activation reaches our blocks' convs
     assert type(Conv.default_act) is torch.nn.SiLU  # and is restored afterwards
     assert c2f.m[0].attn.spatial_gating_unit.receptive_field == 7
-    assert isinstance(lka, torch.nn.Sequential) and len(lka) == 2 and all(l.dim == 64 for l in lka)
+    assert isinstance(lka, torch.nn.Sequential) and len(lka) == 2 and all(layer.dim == 64 for layer in lka)
     assert sam.dim == 64 and sam.num_heads == 2 and sam.expand_ratio == 1
     assert sppf.m.kernel_size == 3 and sppf.lska.receptive_field == 5
 
@@ -336,88 +280,184 @@ def test_bad_rows_raise_with_the_expected_form(tmp_path: Path, row: list, messag
         DetectionModel(str(_write_yaml(tmp_path, rows)), verbose=False)
 
 
-def test_unknown_config_name_lists_the_shipped_ones() -> None:
-    with pytest.raises(ValueError, match="yolov8n-lska"):
-        yolo.model("yolov8-lska")  # no scale letter
-    with pytest.raises(ValueError, match="unknown YOLO config"):
-        yolo.config_path("yolov9n-lska")
-
-
-def test_unregister_restores_ultralytics_parser() -> None:
+def test_unregister_restores_ultralytics_parser_and_loader() -> None:
+    from ultralytics.engine import model as engine_model
     from ultralytics.nn import tasks
 
     original = tasks.parse_model._largekernel_original
+    d = yolo.config("yolov8n-lska")
     try:
         yolo.unregister()
         assert tasks.parse_model is original and not yolo.is_registered()
+        assert not hasattr(engine_model.yaml_model_load, "_largekernel_original")
         with pytest.raises(KeyError):
-            DetectionModel(str(yolo.config_path("yolov8n-lska")), verbose=False)
+            DetectionModel(copy.deepcopy(d), verbose=False)
+        with pytest.raises(FileNotFoundError):
+            YOLO("yolov8n-lska.yaml")
     finally:
         yolo.register()
         yolo.register()  # idempotent: wraps once
     assert tasks.parse_model._largekernel_original is original
+    assert engine_model.yaml_model_load._largekernel_original is tasks.yaml_model_load._largekernel_original
 
 
-def test_cli_hands_arguments_to_ultralytics(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """`largekernel yolo train model=<shipped>.yaml ...` builds our model in Ultralytics' own CLI."""
-    from ultralytics.engine.model import Model
-
-    seen = {}
-
-    def fake_train(self, **kwargs):  # Ultralytics' trainer needs torchvision; we check what reaches it
-        seen["model"], seen["kwargs"] = self.model, kwargs
-
-    monkeypatch.setattr(Model, "train", fake_train)
-    monkeypatch.setattr(cli, "SUBCOMMANDS", {"yolo": cli.SUBCOMMANDS["yolo"]})
-    data = tmp_path / "data.yaml"
-    data.write_text("path: .\ntrain: images\nval: images\nnames: {0: a}\n")
-    code = cli.main(["yolo", "train", "model=yolov8n-sppf-lska.yaml", f"data={data}", "epochs=1", "imgsz=64"])
-    assert code == 0
-    assert sum(isinstance(m, SPPF_LSKA) for m in seen["model"].modules()) == 1
-    assert seen["kwargs"]["data"] == str(data) and seen["kwargs"]["epochs"] == 1
-    assert seen["model"].model[9].cv2.conv.out_channels == 256  # n scale: 1024 * 0.25
+# --- configs built from Ultralytics' installed configs (nothing of theirs ships with us) ---
 
 
-CHILD = textwrap.dedent(
-    """
-    import sys, torch
-    safe = sys.argv[1] == "safe"
-    if safe:
-        import largekernel.integrations.yolo  # allow-lists our classes for weights_only loading
-    from ultralytics import YOLO
-    from ultralytics.nn.tasks import DetectionModel
-    for path in sys.argv[2:]:
-        model = YOLO(path).model.float().eval()
-        x, expected = torch.load(path + ".io")
-        with torch.no_grad():
-            torch.testing.assert_close(model(x)[0], expected)
-        print("ok", path)
-    if not safe:  # a stored YAML parses again here: unpickling imported largekernel, which registered
-        DetectionModel(model.yaml, verbose=False)
-        print("parsed", model.yaml["yaml_file"])
-    """
+def test_no_ultralytics_config_text_ships_in_the_package() -> None:
+    package = Path(yolo.__file__).parents[2]  # src/largekernel
+    assert not list(package.rglob("*.yaml")) and not list(package.rglob("*.yml"))
+    for path in package.rglob("*.py"):
+        assert "AGPL-3.0 License" not in path.read_text(encoding="utf-8"), path  # Ultralytics' config header
+
+
+def _base_model(config: str) -> DetectionModel:
+    return DetectionModel(f"{RECIPES[config].base}n.yaml", verbose=False)  # Ultralytics alone
+
+
+def _consumers(net: DetectionModel, index: int) -> list[str]:
+    """Names of the layers that read layer ``index``'s output, from the ``f`` Ultralytics' parser resolved."""
+    found = []
+    for m in net.model:
+        sources = m.f if isinstance(m.f, list) else [m.f]
+        if any((m.i + s if s < 0 else s) == index for s in sources):
+            found.append(type(m).__name__)
+    return found
+
+
+@pytest.mark.parametrize("config", [c for c, r in RECIPES.items() if r.edit == "after"])
+def test_inserted_layer_takes_the_place_of_sppf_downstream(config: str) -> None:
+    """Whatever read SPPF's output in Ultralytics' own model reads our layer's output in ours."""
+    base, ours = _base_model(config), DetectionModel(yolo.config(scaled(config, "n")), verbose=False)
+    sppf = next(m.i for m in base.model if isinstance(m, SPPF))
+    assert isinstance(ours.model[sppf], SPPF) and type(ours.model[sppf + 1]) is OUR_TYPES[RECIPES[config].module]
+    assert _consumers(ours, sppf) == [RECIPES[config].module]
+    assert _consumers(ours, sppf + 1) == _consumers(base, sppf)
+    later = [type(m).__name__ for m in ours.model[sppf + 2 :]]
+    assert later == [type(m).__name__ for m in base.model[sppf + 1 :]]
+
+
+@pytest.mark.parametrize("config", [c for c, r in RECIPES.items() if r.edit == "replace"])
+def test_replaced_rows_keep_ultralytics_channels_repeats_and_sources(config: str) -> None:
+    recipe = RECIPES[config]
+    upstream = DetectionModel(f"{recipe.base}n.yaml", verbose=False).yaml  # Ultralytics' loader, unedited
+    ours = yolo.config(scaled(config, "n"))
+    changed = [i for i, (a, b) in enumerate(zip(upstream["backbone"], ours["backbone"])) if a != b]
+    anchors = [i for i, row in enumerate(upstream["backbone"]) if row[2] == recipe.anchor]
+    assert changed == anchors[-recipe.count :]
+    assert ours["head"] == upstream["head"] and len(ours["backbone"]) == len(upstream["backbone"])
+    for i in changed:
+        (f0, n0, _, a0), (f1, n1, module, a1) = upstream["backbone"][i], ours["backbone"][i]
+        assert (f0, n0, a0[0], module, a1[1]) == (f1, n1, a1[0], recipe.module, 11)
+
+
+def test_upstream_rows_our_blocks_cannot_take_are_refused() -> None:
+    from largekernel.integrations.yolo.parser import upstream_to_ours
+
+    assert upstream_to_ours("C3k2_LSKA", [512, True, 0.25], 11) == [512, 11, True, 0.25]
+    with pytest.raises(ConfigurationError, match=r"C2f_LSKA replaces an Ultralytics row with args \[c2, shortcut\]"):
+        upstream_to_ours("C2f_LSKA", [512, True, 2, 0.5], 11)  # grouped convs: not ours to drop
+
+
+def test_yolo_accepts_our_names_once_the_integration_is_imported() -> None:
+    detector = YOLO("yolov8n-lska.yaml")
+    assert type(detector.model.model[10]) is LSKA and detector.model.model[10].dim == 256  # 1024 x 0.25
+    assert detector.model.yaml["yaml_file"] == "yolov8n-lska.yaml"
+    unscaled = YOLO("yolov8-lska.yaml")  # as for yolov8.yaml, Ultralytics takes the first scale (n)
+    assert sum(p.numel() for p in unscaled.model.parameters()) == sum(p.numel() for p in detector.model.parameters())
+    assert yolo.model("yolo11s-c3k2-lska").model.yaml["scale"] == "s"
+
+
+def test_a_mistyped_name_lists_ours() -> None:
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"Did you mean .*yolov8n-lska\.yaml.*largekernel's configs: .*yolo11\{n,s,m,l,x\}-c3k2-lska\.yaml",
+    ):
+        YOLO("yolov8n-lksa.yaml")
+    with pytest.raises(
+        ConfigurationError, match=r"'yolov9n-lska' is not a largekernel YOLO config.*yolov8\{n,s,m,l,x\}-lska"
+    ):
+        yolo.model("yolov9n-lska")
+    with pytest.raises(ConfigurationError, match="not a largekernel YOLO config"):
+        yolo.config("yolov8n.yaml")  # Ultralytics' own: YOLO("yolov8n.yaml") is the way
+    assert YOLO("yolov8n-p2.yaml").model.yaml["yaml_file"] == "yolov8n-p2.yaml"  # Ultralytics' names untouched
+
+
+# --- what Ultralytics reports about our models ---
+
+
+def _lska_macs_per_pixel(dim: int) -> int:
+    # LSKA paper's table, k = 11: 1x3 and 3x1 depthwise, then 1x5 and 5x1 (dilation 2), then a 1x1 conv
+    return dim * (3 + 3 + 5 + 5) + dim * dim
+
+
+def _lka_macs_per_pixel(dim: int) -> int:
+    # LKA of k = 11 at the LSKA paper's dilation 2: 3x3 depthwise, 5x5 depthwise dilated, 1x1
+    return dim * (9 + 25) + dim * dim
+
+
+def _lska_params(dim: int) -> int:
+    return dim * (3 + 3 + 5 + 5) + 4 * dim + dim * dim + dim  # depthwise weights + biases, 1x1 weight + bias
+
+
+def test_layer_table_shows_our_layers_with_their_parameters() -> None:
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    level = LOGGER.level
+    LOGGER.addHandler(handler)
+    LOGGER.setLevel(logging.INFO)
+    try:
+        lska = DetectionModel(yolo.config("yolov8n-lska"), verbose=True)
+        c2f = DetectionModel(yolo.config("yolov8n-c2f-lska"), verbose=True)
+    finally:
+        LOGGER.removeHandler(handler)
+        LOGGER.setLevel(level)
+    rows = {}
+    for line in lines:
+        match = re.match(r"^\s*(\d+)\s+(\S+|\[[^\]]*\])\s+(\d+)\s+(\d+)\s+(\S+)\s+(.*)$", line)
+        if match:
+            rows.setdefault(int(match.group(1)), []).append(
+                (int(match.group(4)), match.group(5), match.group(6).strip())
+            )
+    assert rows[10][0] == (_lska_params(256), "largekernel.integrations.yolo.blocks.LSKA", "[256, 11]")
+    for index in (6, 8):  # the P4 and P5 blocks of yolov8n-c2f-lska
+        params, module, _args = rows[index][1]
+        assert module == "largekernel.integrations.yolo.blocks.C2f_LSKA"
+        assert params == sum(p.numel() for p in c2f.model[index].parameters())
+    assert not any("BatchNorm2d" in module for table in rows.values() for _, module, _ in table)
+    assert lska.model[10].np == _lska_params(256)
+
+
+@pytest.mark.parametrize(
+    ("config", "macs_per_pixel"), [("yolov8n-lska", _lska_macs_per_pixel), ("yolov8n-lka", _lka_macs_per_pixel)]
 )
-FRESH_PROCESS_CONFIGS = ("yolov8-c2f-lska", "yolo11-sppf-lska", "yolov8-sam", "yolov5-c3-lska", "yolo11-c3k2-lska")
+def test_printed_gflops_count_the_attention_layer(config: str, macs_per_pixel) -> None:
+    """Ultralytics' model.info() GFLOPs (thop) = plain yolov8n's + the layer's convolutions on the 20x20 P5 map."""
+    plain = DetectionModel("yolov8n.yaml", verbose=False).info(verbose=True, imgsz=640)[3]
+    ours = DetectionModel(yolo.config(config), verbose=False).info(verbose=True, imgsz=640)[3]
+    assert ours > plain
+    assert ours - plain == pytest.approx(2 * macs_per_pixel(256) * 20 * 20 / 1e9, rel=1e-3)
 
 
-@pytest.mark.parametrize("mode", ["default", "safe"])
-def test_checkpoints_load_in_a_fresh_process(mode: str, tmp_path: Path) -> None:
-    paths = []
-    for config in FRESH_PROCESS_CONFIGS:
-        if config not in _CHECKPOINTS:  # run alone: save here
-            detector = yolo.model(scaled(config, "n"))
-            path, x = tmp_path / f"{config}.pt", torch.rand(1, 3, IMG, IMG)
-            detector.save(path)
-            with torch.no_grad():
-                _CHECKPOINTS[config] = (path, x, copy.deepcopy(detector.model).half().float().eval()(x)[0])
-        path, x, expected = _CHECKPOINTS[config]
-        torch.save((x, expected), f"{path}.io")
-        paths.append(str(path))
-    src = Path(yolo.__file__).parents[3]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(src), _STUB_DIR, os.environ.get("PYTHONPATH")) if p)}
-    env["ULTRALYTICS_SAFE_LOAD"] = "1" if mode == "safe" else "0"
-    env["OMP_NUM_THREADS"] = "1"
-    result = subprocess.run([sys.executable, "-c", CHILD, mode, *paths], env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("ok ") == len(paths)
-    assert mode == "safe" or "parsed" in result.stdout
+def test_insert_row_renumbers_absolute_and_relative_sources() -> None:
+    from largekernel.integrations.yolo.configs import insert_row
+
+    d = {
+        "backbone": [[-1, 1, "Conv", [8]], [-1, 1, "Conv", [16]], [-1, 1, "SPPF", [16]]],
+        "head": [
+            [-1, 1, "Up", []],
+            [[-1, 2], 1, "Concat", [1]],
+            [[-3, 1], 1, "Concat", [1]],
+            [[3, 4, 5], 1, "Detect", []],
+        ],
+    }
+    insert_row(d, 2, [-1, 1, "LSKA", [11]])
+    # written out by hand: what read row 2 (SPPF) now reads row 3 (LSKA); later rows move by one
+    assert d["backbone"] == [[-1, 1, "Conv", [8]], [-1, 1, "Conv", [16]], [-1, 1, "SPPF", [16]], [-1, 1, "LSKA", [11]]]
+    assert d["head"] == [
+        [-1, 1, "Up", []],
+        [[-1, 3], 1, "Concat", [1]],
+        [[-3, 1], 1, "Concat", [1]],  # row 6 now: -3 is row 3, the new layer (it read SPPF before)
+        [[4, 5, 6], 1, "Detect", []],
+    ]

@@ -6,11 +6,14 @@ Small inputs (32 px) and one block per stage keep every variant's widths while s
 
 from __future__ import annotations
 
+import io
+import warnings
+
 import pytest
 import torch
 
 import largekernel as lk
-from largekernel.models._features import feature_classes
+from largekernel.models._features import feature_classes, take_indices
 
 NAMES = lk.list_models()
 SMALL = {"depths": (1, 1, 2, 1), "num_classes": 7}
@@ -100,25 +103,81 @@ def test_features_only_and_reset_classifier(name, builder):
         model.reset_classifier(3, global_pool="median")
 
 
-_FX_XFAIL = pytest.mark.xfail(
-    reason="the layers' input checks reject torch.fx Proxies (layers/_checks.py, issue 16 item 4)", strict=False
-)
+# -- torch.fx and TorchScript, as timm's test_models checks them ----------------------------------
+FAMILIES = {"van": "van_b0", "van_lska": "van_lska_tiny", "smt": "smt_t"}  # one small variant per family
 
 
-@pytest.mark.parametrize("name", ["smt_t", pytest.param("van_b0", marks=_FX_XFAIL)])
-def test_fx_trace(name):
-    model = lk.create_model(name, **SMALL).eval()
+def test_every_family_is_covered():
+    # a new family must get its own entry above (so it is FX-traced and scripted below)
+    assert {name.rsplit("_", 1)[0] for name in NAMES} == set(FAMILIES)
+
+
+def _scripted(module):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated in torch 2.14
+        return torch.jit.script(module)
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES.values()))
+def eager(request):
+    """One small eval-mode model per family and its eager output (shared by the FX and TorchScript tests)."""
+    torch.manual_seed(0)
+    model = lk.create_model(request.param, **SMALL).eval()
+    with torch.no_grad():
+        return model, model(x64)
+
+
+def test_fx_trace(eager):
+    model, want = eager
     traced = torch.fx.symbolic_trace(model)
     with torch.no_grad():
-        torch.testing.assert_close(traced(x64), model(x64))
+        torch.testing.assert_close(traced(x64), want)
+    # the graph holds the plain conv modules (the fast kernels stay out of FX graphs)
+    convs = {node.target for node in traced.graph.nodes if node.op == "call_module"}
+    assert {"stages.0.downsample.proj", "stages.0.downsample.conv.0"} & convs
 
 
-@pytest.mark.xfail(reason="torch.jit.script of the layers is issue 16 item 4 (layers helper)", strict=False)
-def test_jit_script():
-    model = lk.create_model("smt_t", **SMALL).eval()
-    scripted = torch.jit.script(model)
+def test_jit_script(eager):
+    model, want = eager
+    model.set_grad_checkpointing(True)  # an eager training feature: scripting compiles the plain path
+    try:
+        scripted = _scripted(model)
+    finally:
+        model.set_grad_checkpointing(False)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.save/load are deprecated in torch 2.14
+        torch.jit.save(scripted, buffer)  # no Python left in the module: it saves and loads
+        buffer.seek(0)
+        loaded = torch.jit.load(buffer)
     with torch.no_grad():
-        torch.testing.assert_close(scripted(x64), model(x64))
+        torch.testing.assert_close(scripted(x64), want)
+        torch.testing.assert_close(loaded(x64), want)
+
+
+@pytest.mark.parametrize("name", ["van_b0", "smt_t"])
+def test_jit_script_features_only(name, builder):
+    # timm's own FeatureGetterNet (and our stand-in) script, as for timm's ConvNeXt
+    torch.manual_seed(0)
+    features = lk.create_model(name, depths=SMALL["depths"], features_only=True, out_indices=(1, -1)).eval()
+    scripted = _scripted(features)
+    with torch.no_grad():
+        got, want = scripted(x64), features(x64)
+    assert [t.shape[1] for t in got] == features.feature_info.channels()
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+
+
+def test_scripted_take_indices_agrees_with_eager():
+    # what a scripted forward_intermediates (timm's FeatureGetterNet) selects, against the eager helper
+    from largekernel.models._common import _take_indices_scripted
+
+    scripted = _scripted(_take_indices_scripted)
+    for indices in (None, 1, 4, [0], [3, 1], [-1, 0], [-4]):
+        assert tuple(scripted(4, indices, "NCHW")) == take_indices(4, indices)
+    for indices, fmt in ((0, "NCHW"), (5, "NCHW"), ([4], "NCHW"), ([1, -3], "NCHW"), (None, "CHW")):
+        with pytest.raises(torch.jit.Error, match="forward_intermediates: "):
+            scripted(4, indices, fmt)
 
 
 # -- the same calls through timm.create_model -----------------------------------------------------

@@ -1,5 +1,7 @@
 """Shapes, layouts, dtypes, compilation, export and bad input for every attention layer."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -94,9 +96,47 @@ def test_onnx_export_runs_in_onnxruntime_with_dynamic_size(tmp_path, name):
     module = FACTORIES[name]().eval()
     path = tmp_path / f"{name}.onnx"
     example = torch.randn(2, DIM, 16, 16)  # batch 1 would be specialised to a constant
-    dims = {0: torch.export.Dim("batch", max=64), 2: torch.export.Dim("height", min=2, max=512), 3: torch.export.Dim("width", min=2, max=512)}
+    dims = {
+        0: torch.export.Dim("batch", max=64),
+        2: torch.export.Dim("height", min=2, max=512),
+        3: torch.export.Dim("width", min=2, max=512),
+    }
     torch.onnx.export(module, (example,), str(path), dynamo=True, dynamic_shapes=(dims,), verbose=False)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     x = torch.randn(3, DIM, 21, 10)
     (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     torch.testing.assert_close(torch.from_numpy(out), module(x), rtol=1e-4, atol=1e-4)
+
+
+def test_non_tensor_input_rejected(module):
+    # the torch.fx exemption in the input check lets Proxies through, nothing else
+    with pytest.raises(TypeError, match=r": expected a torch.Tensor, got list"):
+        module([[1.0, 2.0]])
+
+
+def _with_msa(name):
+    return lk.layers.mhsa.MSA(DIM, num_heads=2) if name == "MSA" else FACTORIES[name]()
+
+
+@pytest.mark.parametrize("name", [*sorted(FACTORIES), "MSA"])
+def test_fx_symbolic_trace_matches_eager(name):
+    module = _with_msa(name).eval()
+    traced = torch.fx.symbolic_trace(module)
+    x = torch.randn(2, DIM, 9, 8)
+    torch.testing.assert_close(traced(x), module(x), rtol=1e-5, atol=1e-5)
+    # the graph calls the plain conv modules: the fast kernels (which need real tensors) stay out of it
+    called = [traced.get_submodule(n.target) for n in traced.graph.nodes if n.op == "call_module"]
+    assert any(isinstance(m, torch.nn.Conv2d) and m.groups == m.in_channels > 1 for m in called)
+
+
+def test_msa_scripts_and_matches_eager():
+    module = _with_msa("MSA").eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated in torch 2.14
+        scripted = torch.jit.script(module)
+    x = torch.randn(2, DIM, 5, 7)
+    torch.testing.assert_close(scripted(x), module(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        scripted.forward_tokens(x.flatten(2).transpose(1, 2), 5, 7),
+        module.forward_tokens(x.flatten(2).transpose(1, 2), 5, 7),
+    )

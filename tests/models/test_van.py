@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -244,3 +246,23 @@ def test_inconsistent_stage_lists_fail_clearly():
 def test_list_models_pattern():
     assert lk.list_models("van_lska_*") == ["van_lska_base", "van_lska_large", "van_lska_small", "van_lska_tiny"]
     assert "van_b6" in lk.list_models()
+
+
+@pytest.mark.parametrize("attention", ["lka", "lska"])
+def test_folded_blocks_script_and_trace(attention):
+    # the inference form (FusedBlock) compiles too, for TorchScript and torch.fx
+    torch.manual_seed(0)
+    model = lk.create_model(
+        "van_b0", embed_dims=(8, 16, 24, 32), depths=(1, 1, 1, 1), attention=attention, kernel_size=7
+    )
+    randomize_(model)
+    folded = lk.optimize_for_inference(model.eval(), channels_last=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated in torch 2.14
+        scripted = torch.jit.script(folded)
+    traced = torch.fx.symbolic_trace(folded)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        want = folded(x)
+        torch.testing.assert_close(scripted(x), want)
+        torch.testing.assert_close(traced(x), want)

@@ -36,10 +36,19 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
     return folder, out
 
 
-def test_training_leaves_the_callers_torch_flags_as_they_were(trained):
+@pytest.mark.parametrize("caller_setting", [False, True])
+def test_training_leaves_the_callers_torch_flags_as_they_were(tmp_path, monkeypatch, caller_setting):
     # Trainer(deterministic=True) switches deterministic algorithms on for the whole process
-    assert not torch.are_deterministic_algorithms_enabled()
-    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    torch.use_deterministic_algorithms(caller_setting)
+    try:
+        args = ["train", "--data", "digits", *TINY_TRAIN, "--epochs", "1", "--out", str(tmp_path / "run")]
+        assert main(args) == 0
+        assert torch.are_deterministic_algorithms_enabled() is caller_setting
+        assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
 def test_train_writes_every_run_file(trained):

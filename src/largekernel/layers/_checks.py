@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 __all__ = ["check_dim", "check_nchw", "fast_path_allowed"]
 
@@ -25,6 +26,8 @@ def _shape(x: torch.Tensor) -> str:
 def check_nchw(x: torch.Tensor, dim: int, module: str) -> None:
     """Raise unless ``x`` is a 4-D (batch, channels, height, width) tensor with ``dim`` channels."""
     if not isinstance(x, torch.Tensor):
+        if isinstance(x, torch.fx.Proxy):  # torch.fx.symbolic_trace: shapes are unknown, check when run
+            return
         raise TypeError(f"{module}: expected a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 4:
         raise ValueError(
@@ -54,16 +57,30 @@ def fast_path_allowed(module: nn.Module, convs: list[nn.Module]) -> bool:
     """Whether ``module`` may compute ``convs`` (all its sub-modules) as functions of their weights.
 
     Not when a conv carries hooks (FLOP counters such as thop, feature extractors: they must see
-    every conv run), global module hooks are set, or a conv was replaced by a different module
-    (quantised, LoRA...). Called on every forward: kept to attribute reads.
+    every conv run), global module hooks are set, a conv was replaced by a different module
+    (quantised, LoRA...), or under ``torch.fx.symbolic_trace`` (the graph then holds the plain
+    conv modules, as timm's FX feature extraction expects). Called on every forward: kept to
+    attribute reads.
     """
+    if is_fx_symbolic_tracing():
+        return False
     hooks = nn.modules.module
-    if (hooks._global_forward_hooks or hooks._global_forward_pre_hooks or hooks._global_backward_hooks
-            or hooks._global_backward_pre_hooks):
+    if (
+        hooks._global_forward_hooks
+        or hooks._global_forward_pre_hooks
+        or hooks._global_backward_hooks
+        or hooks._global_backward_pre_hooks
+    ):
         return False
     plain = _PLAIN_CONVS or _plain_conv_types()
     for conv in convs:
-        if (type(conv) not in plain or conv._forward_hooks or conv._forward_pre_hooks or conv._backward_hooks
-                or conv._backward_pre_hooks or conv.padding_mode != "zeros"):
+        if (
+            type(conv) not in plain
+            or conv._forward_hooks
+            or conv._forward_pre_hooks
+            or conv._backward_hooks
+            or conv._backward_pre_hooks
+            or conv.padding_mode != "zeros"
+        ):
             return False
     return True

@@ -58,7 +58,8 @@ class MSA(nn.Module):
         batch, tokens, channels = x.shape
         head_dim = channels // self.num_heads
         q = self.q(x).reshape(batch, tokens, self.num_heads, head_dim).transpose(1, 2)
-        k, v = self.kv(x).reshape(batch, tokens, 2, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
+        kv = self.kv(x).reshape(batch, tokens, 2, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
+        k, v = kv[0], kv[1]  # indexed, not unpacked: TorchScript cannot unpack a tensor
         attended = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale
         )

@@ -155,6 +155,30 @@ def checkpoint_block(block: nn.Module, *args: Any) -> torch.Tensor:
     )
 
 
+def _take_indices_scripted(num_stages: int, indices: int | list[int] | None, output_fmt: str) -> tuple[list[int], int]:
+    # TorchScript's form of take_indices (same indices for valid input); eager mode uses take_indices,
+    # whose messages need Python (repr, type names)
+    if output_fmt != "NCHW" and output_fmt != "NHWC":
+        raise ValueError("forward_intermediates: output_fmt must be 'NCHW' or 'NHWC', got " + output_fmt)
+    if indices is None:
+        return list(range(num_stages)), num_stages - 1
+    if isinstance(indices, int):
+        if indices < 1 or indices > num_stages:
+            raise ValueError(f"forward_intermediates: last-n indices={indices} is out of range (1 to {num_stages})")
+        return list(range(num_stages - indices, num_stages)), num_stages - 1
+    taken: list[int] = []
+    for index in indices:
+        if index < -num_stages or index >= num_stages or index % num_stages in taken:
+            raise ValueError(
+                f"forward_intermediates: indices must be distinct stage indices in [0, {num_stages - 1}] "
+                "(or negative from the end)"
+            )
+        taken.append(index % num_stages)
+    if len(taken) == 0:
+        raise ValueError("forward_intermediates: indices must be non-empty")
+    return taken, max(taken)
+
+
 def _pool(x: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "avg":
         return x.mean(dim=(2, 3))
@@ -172,6 +196,10 @@ class PyramidBackbone(nn.Module):
     normalised NCHW map out, with a ``grad_checkpointing`` flag) and calls :meth:`_finish`.
     Everything else (classifier, pooling, grad checkpointing, ``forward_intermediates``,
     pruning, parameter groups, checkpoint key mapping) lives here once.
+
+    ``torch.jit.script`` and ``torch.fx.symbolic_trace`` work on the models and on their
+    ``features_only`` wrappers (timm's ``FeatureGetterNet``); both compile the plain PyTorch path
+    (grad checkpointing and the fast kernels are eager-mode features).
     """
 
     if TYPE_CHECKING:  # declared for the type checker only: a class annotation would break torch.jit
@@ -268,7 +296,7 @@ class PyramidBackbone(nn.Module):
     def forward_intermediates(
         self,
         x: torch.Tensor,
-        indices: int | list[int] | tuple[int, ...] | None = None,
+        indices: int | list[int] | None = None,
         norm: bool = False,
         stop_early: bool = False,
         output_fmt: str = "NCHW",
@@ -277,7 +305,8 @@ class PyramidBackbone(nn.Module):
         """timm's ``forward_intermediates``: the stage maps at ``indices`` and the final features.
 
         Args:
-            indices: ``None`` all stages, an int the last n, a list the given ones (negative from the end).
+            indices: ``None`` all stages, an int the last n, a list (or tuple, outside TorchScript)
+                the given ones (negative from the end).
             norm: accepted for timm's API; every stage map here is already normalised (each stage ends
                 in its own LayerNorm), so it changes nothing.
             stop_early: stop after the last requested stage (the "final" map is then that stage's).
@@ -287,18 +316,27 @@ class PyramidBackbone(nn.Module):
         Returns:
             ``(final, intermediates)``, or the list alone with ``intermediates_only``.
         """
-        if output_fmt not in ("NCHW", "NHWC"):
-            raise ConfigurationError(f"{type(self).__name__}: output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
-        take, max_index = take_indices(len(self.stages), indices, type(self).__name__)
-        stages = self.stages[: max_index + 1] if stop_early or intermediates_only else self.stages
-        intermediates = []
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i in take:
-                intermediates.append(x.permute(0, 2, 3, 1) if output_fmt == "NHWC" else x)
+        if torch.jit.is_scripting():
+            take, max_index = _take_indices_scripted(len(self.stages), indices, output_fmt)
+        else:  # the eager checks, with messages TorchScript cannot compile (kept out of this body)
+            take, max_index = self._intermediate_indices(indices, output_fmt)
+        last = max_index if stop_early or intermediates_only else len(self.stages) - 1
+        intermediates: list[torch.Tensor] = []
+        # stages after ``last`` are skipped, not sliced off: TorchScript cannot slice a ModuleList at run time
+        for i, stage in enumerate(self.stages):
+            if i <= last:
+                x = stage(x)
+                if i in take:
+                    intermediates.append(x.permute(0, 2, 3, 1) if output_fmt == "NHWC" else x)
         if intermediates_only:
             return intermediates
         return x, intermediates
+
+    @torch.jit.unused
+    def _intermediate_indices(self, indices: int | list[int] | None, output_fmt: str) -> tuple[list[int], int]:
+        if output_fmt not in ("NCHW", "NHWC"):
+            raise ConfigurationError(f"{type(self).__name__}: output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+        return take_indices(len(self.stages), indices, type(self).__name__)
 
     def prune_intermediate_layers(
         self, indices: int | list[int] | tuple[int, ...] = 1, prune_norm: bool = False, prune_head: bool = True

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from copy import deepcopy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -113,6 +113,9 @@ class FeatureInfo:
 class FeatureGetterNet(nn.ModuleDict):
     """Stand-in for ``timm.models.FeatureGetterNet``: the pruned model's ``forward_intermediates``."""
 
+    if TYPE_CHECKING:  # for the type checker only: a class annotation would break torch.jit
+        model: Any  # a backbone with timm's forward_intermediates
+
     def __init__(
         self,
         model: nn.Module,
@@ -135,9 +138,12 @@ class FeatureGetterNet(nn.ModuleDict):
         self.norm = norm
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.model.forward_intermediates(  # type: ignore[operator]  # untyped nn.Module attribute
+        # no mypy ignore comment in this body: TorchScript would parse it as a type annotation
+        features = self.model.forward_intermediates(
             x, indices=self.out_indices, norm=self.norm, output_fmt=self.output_fmt, intermediates_only=True
         )
+        assert isinstance(features, list)  # intermediates_only: the list alone (narrows TorchScript's Union)
+        return features
 
 
 def feature_classes() -> tuple[type, type]:

@@ -171,7 +171,8 @@ class SMTStage(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, height, width = self.downsample(x)
         for block in self.blocks:
-            if self.grad_checkpointing and torch.is_grad_enabled():
+            # TorchScript compiles only the plain call: checkpointing is a training feature of eager mode
+            if not torch.jit.is_scripting() and self.grad_checkpointing and torch.is_grad_enabled():
                 x = checkpoint_block(block, x, height, width)
             else:
                 x = block(x, height, width)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -122,6 +122,9 @@ class FusedBlock(nn.Module):
       residual scale and ``layer_scale_1 * t`` moves into ``proj_2``'s bias.
     """
 
+    if TYPE_CHECKING:  # a registered buffer; declared for the type checker only (a class annotation breaks torch.jit)
+        residual_scale: torch.Tensor
+
     def __init__(self, block: Block) -> None:
         super().__init__()
         attn = block.attn
@@ -140,7 +143,7 @@ class FusedBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         attended = self.proj_2(self.spatial_gating_unit(self.activation(self.proj_1(x))))
-        x = torch.addcmul(attended, x, self.residual_scale)  # type: ignore[arg-type]  # a registered buffer
+        x = torch.addcmul(attended, x, self.residual_scale)
         return x + self.fc2(self.act(self.dwconv(self.fc1(x))))
 
 
@@ -185,7 +188,11 @@ class VANStage(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
         for block in self.blocks:
-            x = checkpoint_block(block, x) if self.grad_checkpointing and torch.is_grad_enabled() else block(x)
+            # TorchScript compiles only block(x): checkpointing is a training feature of eager mode
+            if not torch.jit.is_scripting() and self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint_block(block, x)
+            else:
+                x = block(x)
         # LayerNorm over channels, on the NHWC view (same as the reference's token form)
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()
 

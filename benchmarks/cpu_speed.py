@@ -228,7 +228,7 @@ def inference_table(repeats: int, names: list[str], threads: int, size: int = 22
             compiled = torch.compile(model)
             _fast(_forward(compiled, x), True)()  # compile outside the timing
             variants["compile"] = _fast(_forward(compiled, x), True)
-        except Exception as error:  # no C++ compiler, an inductor failure: say so in the table
+        except Exception as error:  # noqa: BLE001 - no C++ compiler, an inductor failure: say so in the table
             print(f"torch.compile failed for {name}: {type(error).__name__}: {error}", flush=True)
         try:
             import onnxruntime
@@ -245,7 +245,7 @@ def inference_table(repeats: int, names: list[str], threads: int, size: int = 22
             print(f"ONNX column skipped: {error}", flush=True)
         t = time_side_by_side(variants, repeats)
 
-        def cell(key: str) -> str:
+        def cell(key: str, t: dict[str, float] = t) -> str:
             return f"{t[key]:.1f} ({t['plain'] / t[key]:.2f}x)" if key in t else "n/a"
 
         lines.append(f"| {name} | {t['plain']:.1f} | {cell('auto')} | {cell('optimized')} | {cell('compile')} "

@@ -97,17 +97,21 @@ def cascade_rows(args, device: str, deadline: float) -> list[str]:
                     impls["compile"] = torch.compile(plain_cascade, dynamic=False)
                 fwd, both = {}, {}
                 for name, impl in impls.items():
-                    def forward(impl=impl):
+                    # this iteration's tensors bound as defaults (B023), though both run before it ends
+                    def forward(impl=impl, x=x, weights=weights, biases=biases, dilations=dilations):
                         with torch.no_grad():
                             return impl(x, weights, biases, dilations)
 
-                    def forward_backward(impl=impl):
+                    def forward_backward(
+                        impl=impl, x=x, weights=weights, biases=biases, dilations=dilations, leaves=leaves,
+                        grad_out=grad_out,
+                    ):
                         return torch.autograd.grad(impl(x, weights, biases, dilations), leaves, grad_out)
 
                     fwd[name], both[name] = bench(forward), bench(forward_backward)
                 gb = x.numel() * x.element_size() / 1e9
 
-                def bw(ms: float, tensors: int) -> str:
+                def bw(ms: float, tensors: int, gb: float = gb) -> str:
                     return f"{100 * tensors * gb / (ms / 1e3) / peak:.0f}%" if peak else "n/a"
 
                 comp_f = f"{fwd['compile']:.3f}" if "compile" in fwd else "skipped"
@@ -137,7 +141,7 @@ def model_rows(args, device: str, deadline: float) -> list[str]:
         images = torch.randn(args.model_batch, 3, args.image_size, args.image_size, device=device)
         labels = torch.randint(0, 10, (args.model_batch,), device=device)
 
-        def step():
+        def step(model=model, images=images, labels=labels, optimizer=optimizer):  # bound: B023
             with torch.autocast(device, dtype=torch.bfloat16):
                 loss = torch.nn.functional.cross_entropy(model(images), labels)
             optimizer.zero_grad(set_to_none=True)

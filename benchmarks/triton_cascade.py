@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         print("benchmarks/triton_cascade.py needs CUDA (a GPU); none is available here.", file=sys.stderr)
         return 2
     try:
-        import triton  # noqa: F401
+        import triton  # noqa: F401 - only to check that triton is installed
     except ImportError:
         print("benchmarks/triton_cascade.py needs triton: pip install triton", file=sys.stderr)
         return 2

@@ -61,7 +61,7 @@ def test_unsupported_operator_is_a_clear_error(tmp_path):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return torch.fft.fft2(x).abs()
 
-    with pytest.raises(ValueError, match="fft_fft2.*no ONNX form"):
+    with pytest.raises(ValueError, match=r"fft_fft2.*no ONNX form"):
         export_onnx(Spectral(), tmp_path / "bad.onnx", img_size=16)
 
 

@@ -113,4 +113,4 @@ def test_nothing_to_fold_is_a_clear_error():
     with pytest.raises(ValueError, match="nothing to fold"):
         lk.optimize_for_inference(nn.Sequential(nn.Linear(4, 4), nn.ReLU()))
     with pytest.raises(TypeError, match=r"nn\.Module"):
-        lk.optimize_for_inference("van_b0")  # type: ignore[arg-type]
+        lk.optimize_for_inference("van_b0")  # type: ignore[arg-type]  # the wrong type is the point of the test

@@ -10,6 +10,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+# imports neither torch nor timm (installed below, once this module's names exist)
+from .integrations import _timm_hook
+
 __version__ = "0.1.0"
 
 # public name -> the module that defines it
@@ -31,7 +34,23 @@ _EXPORTS: dict[str, str] = {
 }
 _SUBPACKAGES = ("analysis", "checkpoint_io", "constants", "export", "inference", "integrations", "kernels", "layers", "models", "segmentation", "train")
 
-__all__ = [*_EXPORTS, "__version__"]
+__all__ = [  # the names of _EXPORTS (a test checks they agree), spelled out for linters and type checkers
+    "LKA",
+    "LSKA",
+    "SAM",
+    "LKATrivial",
+    "LSKATrivial",
+    "SpatialGatingAttention",
+    "__version__",
+    "create_attention",
+    "create_model",
+    "list_models",
+    "lka_decomposition",
+    "load_checkpoint",
+    "lska_decomposition",
+    "optimize_for_inference",
+    "save_checkpoint",
+]
 
 if TYPE_CHECKING:
     from .inference import optimize_for_inference
@@ -48,9 +67,7 @@ if TYPE_CHECKING:
     )
     from .models import create_model, list_models, load_checkpoint, save_checkpoint
 
-# our models appear in timm's registry once timm is imported (now, or whenever it is); imports neither
-from .integrations import _timm_hook
-
+# our models appear in timm's registry once timm is imported (now, or whenever it is)
 _timm_hook.install()
 
 

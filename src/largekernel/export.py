@@ -74,6 +74,8 @@ def export_onnx(
                     input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                     dynamic_shapes={"x": {0: dim, 2: dim, 3: dim}},
                 )
+                if program is None:  # dynamo=True always returns one; None would be a torch bug
+                    raise RuntimeError("torch.onnx.export(dynamo=True) returned no program")
                 program.save(str(output))
     except Exception as error:  # the exporters raise many types; all mean "cannot express this model"
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -22,7 +22,7 @@ print("imported:", ",".join(name for name in {heavy!r} if name in sys.modules))
 """
 
 
-@pytest.mark.parametrize("argv", [["--help"], *[[name, "--help"] for name in SUBCOMMANDS]], ids=lambda a: " ".join(a))
+@pytest.mark.parametrize("argv", [["--help"], *[[name, "--help"] for name in SUBCOMMANDS]], ids=" ".join)
 def test_help_imports_no_heavy_library(argv: list[str]) -> None:
     result = subprocess.run(
         [sys.executable, "-c", PROBE.format(argv=argv, heavy=HEAVY)], capture_output=True, text=True, check=True

@@ -403,7 +403,7 @@ def _lska_params(dim: int) -> int:
 def test_layer_table_shows_our_layers_with_their_parameters() -> None:
     lines: list[str] = []
     handler = logging.Handler()
-    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]  # a capturing handler without a subclass
     level = LOGGER.level
     LOGGER.addHandler(handler)
     LOGGER.setLevel(logging.INFO)

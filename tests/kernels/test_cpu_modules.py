@@ -25,7 +25,7 @@ from largekernel.kernels.cpu_modules import (
         lambda: nn.Conv2d(6, 5, 1),
         lambda: nn.Conv2d(6, 6, 3, padding=1, groups=6),
         lambda: nn.Conv2d(6, 6, 5, padding=4, dilation=2, groups=6),
-        lambda: nn.GELU(),
+        nn.GELU,
     ],
     ids=["pointwise", "depthwise3", "depthwise5-dilated", "gelu"],
 )

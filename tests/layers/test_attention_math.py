@@ -11,7 +11,6 @@ import torch.nn.functional as F
 
 import largekernel as lk
 from largekernel.analysis import count_macs, count_parameters
-
 from reference_tables import LSKA_TABLE
 
 DIM = 4
@@ -19,7 +18,7 @@ DIM = 4
 
 def _zero_depthwise_biases(module):
     with torch.no_grad():
-        for name, conv in module.named_children():
+        for conv in module.children():
             if isinstance(conv, torch.nn.Conv2d) and conv.groups > 1:
                 conv.bias.zero_()
 

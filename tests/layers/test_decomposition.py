@@ -8,7 +8,6 @@ from largekernel.layers.decomposition import exact_dilations, lka_decomposition,
 from reference_tables import LSKA_TABLE
 
 
-
 @pytest.mark.parametrize("kernel_size", sorted(LSKA_TABLE))
 def test_lska_reproduces_published_table(kernel_size):
     dec = lska_decomposition(kernel_size)
@@ -23,7 +22,7 @@ def test_lska_receptive_field_is_exactly_kernel_size(kernel_size):
     assert dec.receptive_field == kernel_size
     assert dec.dilated_size % 2 == 1 and dec.dense_size == 2 * dec.dilation - 1
     # the chosen dilation has the fewest weights among all exact ones
-    cost = lambda d: (2 * d - 1) + ((kernel_size + 1) // d - 1)  # noqa: E731
+    cost = lambda d: (2 * d - 1) + ((kernel_size + 1) // d - 1)
     assert cost(dec.dilation) == min(cost(d) for d in exact_dilations(kernel_size))
 
 

@@ -24,7 +24,7 @@ def test_parameters_equal_published_smt_block(official_state_dicts, block, dim):
 
 def _sam_reference(sam: lk.SAM, x: torch.Tensor) -> torch.Tensor:
     """SAM written from the paper, channel by channel, with functional ops on the module's weights."""
-    batch, dim, height, width = x.shape
+    dim = x.shape[1]
     heads, head_dim = sam.num_heads, dim // sam.num_heads
     tokens = x.permute(0, 2, 3, 1)  # B, H, W, C
     v = F.linear(tokens, sam.v.weight, sam.v.bias).permute(0, 3, 1, 2)

@@ -18,9 +18,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from train_helpers import REPO, TINY_MODEL_ARGS
 
 import largekernel
+from largekernel.checkpoint_io import atomic_write_bytes
 from largekernel.errors import CheckpointError, ConfigurationError
 from largekernel.train.config import RECIPES, TrainConfig, resolve_config
-from largekernel.checkpoint_io import atomic_write_bytes
 from largekernel.train.files import read_lightning_checkpoint
 from largekernel.train.module import ImageClassifier
 

@@ -54,6 +54,7 @@ def count_macs(
     if (input_shape is None) == (inputs is None):
         raise ConfigurationError("count_macs: give exactly one of input_shape or inputs")
     if inputs is None:
+        assert input_shape is not None  # checked above: exactly one of the two is given
         parameter = next(module.parameters(), None)
         device = parameter.device if parameter is not None else torch.device("cpu")
         inputs = torch.randn(*input_shape, device=device)

@@ -138,7 +138,7 @@ def last_feature_map(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     normalised map there), otherwise the module's own output (a single layer); of a list of maps
     the last one is taken.
     """
-    out = model.forward_features(x) if hasattr(model, "forward_features") else model(x)
+    out = model.forward_features(x) if hasattr(model, "forward_features") else model(x)  # type: ignore[operator]  # checked by hasattr; untyped on nn.Module
     if isinstance(out, (list, tuple)):
         out = out[-1]
     if not isinstance(out, torch.Tensor) or out.dim() != 4:
@@ -237,8 +237,8 @@ def folder_images(folder: str | Path, num_images: int, img_size: int) -> tuple[i
 
     def generate() -> Iterator[torch.Tensor]:
         for path in files:
-            with Image.open(path) as img:
-                img = img.convert("RGB").resize((img_size, img_size), Image.BICUBIC)
+            with Image.open(path) as file:
+                img = file.convert("RGB").resize((img_size, img_size), Image.Resampling.BICUBIC)
                 array = np.asarray(img, dtype=np.float32) / 255.0
             yield _normalise(torch.from_numpy(array).permute(2, 0, 1).contiguous())
 

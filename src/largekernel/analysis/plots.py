@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -121,7 +122,7 @@ def save_metric_lines(
         axis.grid(True, alpha=0.3, which="both")
         if log_x:
             axis.set_xscale("log", base=2)
-            ticks = sorted({row[x] for row in rows})
+            ticks = sorted(cast("set[float]", {row[x] for row in rows}))  # a log axis: x values are numbers
             axis.set_xticks(ticks, [str(tick) for tick in ticks])
             axis.xaxis.set_minor_locator(_null_locator())  # only the measured resolutions
         if log_y is True or (not isinstance(log_y, bool) and key in log_y):

@@ -17,6 +17,7 @@ import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -262,7 +263,9 @@ def _cpu_allocation_peak(step) -> int | None:
             prof.stop()
     try:
         cpu = torch.autograd.DeviceType.CPU
-        events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]" and e.device_type() == cpu]
+        # torch's private kineto results (their API moves between versions; guarded by the except below)
+        profiler: Any = prof.profiler
+        events = [e for e in profiler.kineto_results.events() if e.name() == "[memory]" and e.device_type() == cpu]
     except (AttributeError, RuntimeError):  # the raw event API moved in this torch version
         return None
     live = peak = 0
@@ -474,7 +477,9 @@ class _TokenMixer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = x.shape
-        tokens = self.mixer.forward_tokens(x.flatten(2).transpose(1, 2), height, width)
+        # forward_tokens: a method of the SMT mixers, untyped on nn.Module (the mypy ignore stays last
+        # on its line: TorchScript reads such comments and wants them to end the line)
+        tokens = self.mixer.forward_tokens(x.flatten(2).transpose(1, 2), height, width)  # type: ignore[operator]
         return tokens.transpose(1, 2).reshape(batch, channels, height, width)
 
 

@@ -14,6 +14,7 @@ import itertools
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigurationError
 from ._common import add_device_dtype_arguments
@@ -72,10 +73,12 @@ def _build(args: argparse.Namespace, attention: str | None, kernel_size: int | N
 
     torch.manual_seed(args.seed)
     if not args.model:
+        if attention is None or kernel_size is None:  # _configurations gives a lone layer both
+            raise ValueError("a single attention layer needs both a design and a kernel size")
         return attention_layer_for_erf(attention, kernel_size, dim=args.dim)
     from largekernel import create_model
 
-    overrides = {}
+    overrides: dict[str, Any] = {}
     if attention is not None:
         overrides["attention"] = attention
     if kernel_size is not None:
@@ -134,8 +137,8 @@ def run(args: argparse.Namespace) -> int:
     columns = len(args.kernel_sizes) if args.kernel_sizes and len(args.kernel_sizes) > 1 else None
     out = save_erf_grid(maps, args.out, columns=columns, title=title, captions=captions)
     if args.npz:
-        np.savez_compressed(args.npz, **{f"map{i}": r.contribution for i, (_, _, r) in enumerate(results)},
-                            labels=np.array([r.label for _, _, r in results]))
+        arrays: dict[str, Any] = {f"map{i}": r.contribution for i, (_, _, r) in enumerate(results)}
+        np.savez_compressed(args.npz, **arrays, labels=np.array([r.label for _, _, r in results]))
 
     records = [
         {

@@ -32,7 +32,7 @@ def describe_models(
         raise ConfigurationError(f"no model matches {pattern!r}; known: {', '.join(list_models())}")
     rows = []
     for name in names:
-        overrides = {"kernel_size": kernel_size} if kernel_size is not None and name.startswith("van") else {}
+        overrides: dict[str, Any] = {"kernel_size": kernel_size} if kernel_size is not None and name.startswith("van") else {}
         with torch.device("meta"):  # shapes only: even 200M-parameter models build in a second
             model = create_model(name, **overrides)
         row: dict[str, Any] = {
@@ -40,7 +40,7 @@ def describe_models(
             "attention": getattr(model, "attention", "sam+msa"),
             "kernel_size": getattr(model, "kernel_size", None),
             "params": count_parameters(model),
-            "weights": model.pretrained_cfg.get("url"),
+            "weights": model.pretrained_cfg.get("url"),  # type: ignore[union-attr, operator]  # a plain dict attribute (timm's), untyped on nn.Module
         }
         if macs:
             row["gmacs"] = count_macs(model, (1, 3, resolution, resolution)) / 1e9

@@ -16,10 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from ..analysis.defaults import DESIGNS, PAPER_KERNEL_SIZES, SCALING_RESOLUTIONS
 from ..errors import ConfigurationError
 from ._common import DTYPE_NAMES
+
+if TYPE_CHECKING:  # the CLI's help must not import torch
+    from ..analysis.profile import ModelProfile, ModuleProfile
 
 MODULE_RESOLUTION, MODEL_RESOLUTION = 56, 224
 
@@ -82,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.json
     measure = {"timing": not args.macs_only, "memory": not (args.macs_only or args.no_memory), "threads": args.threads}
 
+    rows: list[ModelProfile] | list[ModuleProfile]
     if args.scaling:
         from ..analysis.profile import profile_scaling
 

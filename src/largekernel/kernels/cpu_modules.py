@@ -16,6 +16,8 @@ the ``"torch"`` backend).
 
 from __future__ import annotations
 
+from typing import TypeGuard
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -75,7 +77,7 @@ class DepthwiseConv2d(nn.Conv2d):
         return super().forward(x)
 
 
-def _is_pointwise(conv: nn.Module) -> bool:
+def _is_pointwise(conv: nn.Module) -> TypeGuard[nn.Conv2d]:
     return (
         type(conv) is nn.Conv2d
         and conv.kernel_size == (1, 1)
@@ -87,7 +89,7 @@ def _is_pointwise(conv: nn.Module) -> bool:
     )
 
 
-def _is_same_depthwise(conv: nn.Module) -> bool:
+def _is_same_depthwise(conv: nn.Module) -> TypeGuard[nn.Conv2d]:
     if type(conv) is not nn.Conv2d or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
         return False
     kernel, dilation = conv.kernel_size[0], conv.dilation[0]

@@ -386,7 +386,7 @@ def _dispatch(kind: str, x: Tensor, weights, biases, dilations, proj) -> Tensor:
         return _compute(name, x, weights, biases, dilations, proj)
     try:
         return _compute(name, x, weights, biases, dilations, proj)
-    except Exception as error:  # auto's choice failed at run time: drop it for this key, run plain
+    except Exception as error:  # noqa: BLE001 - auto's choice failed at run time (any way): drop it for this key, run plain
         _warn_dropped(name, key, error)
         _choices[key] = "torch"
         return _compute("torch", x, weights, biases, dilations, proj)

@@ -362,7 +362,7 @@ def _prepare(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[
 def fused_forward(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
                   dilations: Sequence[int]) -> torch.Tensor:
     """The cascade's output through the forward kernel (no autograd; arguments as :func:`depthwise_cascade`)."""
-    stages, plan, meta, acc, w_all, b_all = _prepare(x, weights, biases, dilations)
+    _stages, plan, meta, acc, w_all, b_all = _prepare(x, weights, biases, dilations)
     B, C, H, W = x.shape
     out = torch.empty_like(x)  # keeps x's memory format (NCHW or channels_last)
     n_items = B * C * plan["n_tiles"]

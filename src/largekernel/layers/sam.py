@@ -94,7 +94,9 @@ class SAM(nn.Module):
         return self.proj1(self.act(self.bn(self.proj0(interleaved))))
 
     def _mixed_scripted(self, heads: torch.Tensor) -> list[torch.Tensor]:
-        # TorchScript cannot getattr a computed name; hasattr on a module is resolved when compiling
+        # TorchScript cannot getattr a computed name; hasattr on a module is resolved when compiling.
+        # The mypy ignores below: the convs are set by setattr, untyped on nn.Module. TorchScript reads
+        # those comments too and wants each ignore to end its line, so the reason stands here.
         mixed: list[torch.Tensor] = []
         if hasattr(self, "local_conv_1"):
             mixed.append(self.local_conv_1(heads[0]))  # type: ignore[operator]

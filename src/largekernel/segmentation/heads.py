@@ -96,7 +96,7 @@ class _ClassifierMixin(nn.Module):
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.conv_seg = nn.Conv2d(channels, num_classes, 1)
         nn.init.normal_(self.conv_seg.weight, 0.0, 0.01)  # mmseg's init of the classifier
-        nn.init.zeros_(self.conv_seg.bias)  # type: ignore[arg-type]
+        nn.init.zeros_(self.conv_seg.bias)  # type: ignore[arg-type]  # built with bias=True: never None
 
     def cls_seg(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_seg(self.dropout(x))
@@ -183,7 +183,7 @@ class FPN(nn.Module):
         for module in self.modules():  # mmcv's xavier init of the FPN convs
             if isinstance(module, nn.Conv2d):
                 nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)  # type: ignore[arg-type]
+                nn.init.zeros_(module.bias)  # type: ignore[arg-type]  # norm=False above: every conv here has a bias
 
     def forward(self, maps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         laterals = [conv(x) for conv, x in zip(self.lateral_convs, maps)]

@@ -237,7 +237,7 @@ def create_segmenter(
             raise ConfigurationError(f"create_segmenter: backbone_args may not set {key!r} (the segmenter sets it)")
     network = create_model(backbone, pretrained=pretrained, checkpoint_path=backbone_checkpoint, **overrides)
     model = Segmenter(network, head, num_classes, **head_args)
-    model.segmenter_config = {  # type: ignore[assignment]
+    model.segmenter_config = {  # type: ignore[assignment]  # a plain dict attribute; nn.Module types attributes as Tensor | Module
         "backbone": backbone,
         "head": head,
         "num_classes": num_classes,

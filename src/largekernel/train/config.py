@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -38,6 +38,7 @@ __all__ = [
     "TrainConfig",
     "recipe_for",
     "resolve_config",
+    "resolved",
 ]
 
 # The default job: a VAN-LSKA sized for 28-32 px digits. VAN's stride-4 stem turns 28 px into a 7 x 7
@@ -303,6 +304,16 @@ def resolve_config(config: TrainConfig, world_size: int = 1) -> TrainConfig:
     return resolved
 
 
+_T = TypeVar("_T")
+
+
+def resolved(value: _T | None, name: str) -> _T:
+    """A recipe field of a resolved config: never ``None`` after :func:`resolve_config` (typed so)."""
+    if value is None:
+        raise RuntimeError(f"TrainConfig.{name} is None: pass the config through resolve_config first")
+    return value
+
+
 def _option(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -344,7 +355,7 @@ def check_config(config: TrainConfig) -> None:
         pair = getattr(config, name)
         if len(pair) != 2 or not 0 < pair[0] <= pair[1]:
             fail(name, "two positive numbers, low <= high")
-    if getattr(config, "scale")[1] > 1.0:  # noqa: B009
+    if getattr(config, "scale")[1] > 1.0:  # noqa: B009 - resolved: never None here
         fail("scale", "at most 1 (fractions of the image area)")
     if not 0.0 < config.val_fraction < 1.0:
         fail("val_fraction", "in (0, 1)")

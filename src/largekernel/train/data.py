@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import ConcatDataset, Dataset, Sampler
 
 from ..errors import ConfigurationError, DataError
 
@@ -46,6 +46,7 @@ __all__ = [
     "EpochShuffleSampler",
     "ImageFolderDataset",
     "ShardSampler",
+    "SizedDataset",
     "TensorImageDataset",
     "TransformedDataset",
     "create_eval_transform",
@@ -61,6 +62,13 @@ TORCHVISION_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".webp")
 IMAGE_EXTENSIONS = (*TORCHVISION_EXTENSIONS, ".bmp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
+class SizedDataset(Dataset):
+    """A map-style dataset with a length (torch's ``Dataset`` declares no ``__len__``)."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+
 @dataclass
 class DataSplit:
     """A training set, a held-out set, and what a model needs to know about them.
@@ -70,8 +78,8 @@ class DataSplit:
     """
 
     name: str
-    train: Dataset
-    val: Dataset
+    train: SizedDataset
+    val: SizedDataset
     class_names: list[str]
     in_chans: int
     img_size: int
@@ -87,7 +95,7 @@ class DataSplit:
         return self.mean is not None
 
 
-class TensorImageDataset(Dataset):
+class TensorImageDataset(SizedDataset):
     """Images held in memory as one uint8 tensor ``(N, C, H, W)`` with int64 labels ``(N,)``."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
@@ -105,7 +113,7 @@ class TensorImageDataset(Dataset):
         return self.images[index], self.labels[index]
 
 
-class ImageFolderDataset(Dataset):
+class ImageFolderDataset(SizedDataset):
     """Image files decoded on access (:func:`read_image`) with ``in_chans`` channels, at their own size."""
 
     def __init__(self, paths: Sequence[Path], labels: Sequence[int], in_chans: int) -> None:
@@ -380,7 +388,7 @@ def create_train_transform(config: Any, data_config: dict[str, Any]) -> Callable
         ratio=tuple(config.ratio),
         hflip=config.hflip,
         vflip=0.0,
-        color_jitter=config.color_jitter or None,
+        color_jitter=config.color_jitter or None,  # type: ignore[arg-type]  # timm reads None as no jitter; its annotation omits it
         auto_augment=auto_augment,
         interpolation=config.train_interpolation,
         mean=tuple(data_config["mean"]),
@@ -423,11 +431,11 @@ class TransformedDataset(Dataset):
     first, so the random augmentation of an image depends on nothing else.
     """
 
-    def __init__(self, base: Dataset, transform: Callable, seed: int = 0) -> None:
+    def __init__(self, base: SizedDataset | ConcatDataset, transform: Callable, seed: int = 0) -> None:
         self.base, self.transform, self.seed = base, transform, seed
 
     def __len__(self) -> int:
-        return len(self.base)  # type: ignore[arg-type]
+        return len(self.base)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         if isinstance(key, tuple):

@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset
 
 from ..errors import ConfigurationError, DataError
-from .data import TransformedDataset, create_eval_transform, load_data
+from .data import SizedDataset, TransformedDataset, create_eval_transform, load_data
 from .trainer import _make_datamodule, build_model, checkpoint_classes, load_trained, model_data_config, quiet_lightning
 
 __all__ = ["evaluate", "load_for_eval"]
@@ -94,7 +94,10 @@ def evaluate(
             f"class-count mismatch: the model predicts {config['num_classes']} classes but {data_name} has "
             f"{dataset.num_classes} ({', '.join(dataset.class_names[:10])}{'...' if dataset.num_classes > 10 else ''})"
         )
-    images = {"val": dataset.val, "train": dataset.train, "all": ConcatDataset([dataset.train, dataset.val])}[split]
+    splits: dict[str, SizedDataset | ConcatDataset] = {
+        "val": dataset.val, "train": dataset.train, "all": ConcatDataset([dataset.train, dataset.val])
+    }
+    images = splits[split]
     transform = create_eval_transform(
         {
             "input_size": (config["in_chans"], size, size),

@@ -19,7 +19,7 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning as L
 import numpy as np
@@ -29,7 +29,12 @@ from torch import nn
 
 from ..checkpoint_io import atomic_write_bytes
 from ..errors import ConfigurationError
-from .config import TrainConfig
+from .config import TrainConfig, resolved
+
+if TYPE_CHECKING:
+    from collections.abc import ItemsView, ValuesView
+
+    from torchmetrics import Metric
 
 __all__ = ["METRIC_COLUMNS", "EpochMetricsWriter", "ImageClassifier"]
 
@@ -46,14 +51,27 @@ METRIC_COLUMNS = (
 )
 
 
-def _metrics(num_classes: int) -> nn.ModuleDict:
+class _MetricDict(nn.ModuleDict):
+    """An ``nn.ModuleDict`` of torchmetrics metrics, typed as such (a plain one types its items as ``Module``)."""
+
+    def __getitem__(self, key: str) -> Metric:
+        return cast("Metric", super().__getitem__(key))
+
+    def items(self) -> ItemsView[str, Metric]:
+        return cast("ItemsView[str, Metric]", super().items())
+
+    def values(self) -> ValuesView[Metric]:
+        return cast("ValuesView[Metric]", super().values())
+
+
+def _metrics(num_classes: int) -> _MetricDict:
     from torchmetrics import MeanMetric
     from torchmetrics.classification import MulticlassAccuracy
 
     metrics = {"loss": MeanMetric(), "top1": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
     if num_classes >= 5:
         metrics["top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
-    return nn.ModuleDict(metrics)
+    return _MetricDict(metrics)
 
 
 class ImageClassifier(L.LightningModule):
@@ -83,7 +101,7 @@ class ImageClassifier(L.LightningModule):
         self.mixup = None
         self.model_ema = None
         if config is not None:
-            if config.mixup > 0 or config.cutmix > 0:
+            if resolved(config.mixup, "mixup") > 0 or resolved(config.cutmix, "cutmix") > 0:
                 from timm.data import Mixup
 
                 self.mixup = Mixup(
@@ -99,7 +117,7 @@ class ImageClassifier(L.LightningModule):
                 from timm.utils import ModelEmaV3
 
                 # warmup: the average starts short and lengthens, so short runs profit as well
-                self.model_ema = ModelEmaV3(model, decay=config.model_ema_decay, use_warmup=True)
+                self.model_ema = ModelEmaV3(model, decay=resolved(config.model_ema_decay, "model_ema_decay"), use_warmup=True)
                 # updated by copying, never by gradients (and DDP must not wait for its gradients)
                 self.model_ema.requires_grad_(False)
         self.val_metrics = _metrics(num_classes)
@@ -136,7 +154,7 @@ class ImageClassifier(L.LightningModule):
             images, targets = self.mixup(images, labels)
             loss = SoftTargetCrossEntropy()(self.model(images).float(), targets)
         else:
-            loss = F.cross_entropy(self.model(images).float(), labels, label_smoothing=self.recipe.label_smoothing)
+            loss = F.cross_entropy(self.model(images).float(), labels, label_smoothing=resolved(self.recipe.label_smoothing, "label_smoothing"))
         if not torch.isfinite(loss):
             raise ConfigurationError(
                 f"training loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "

@@ -96,10 +96,10 @@ def digit_scenes(
         placed: list[tuple[int, int, int, int]] = []
         for _ in range(int(rng.integers(low, high + 1))):
             index = int(rng.integers(len(images)))
-            side = max(8, int(round(size * rng.uniform(*digit_scale))))
+            side = max(8, round(size * rng.uniform(*digit_scale)))
             digit = images[index].float().div(255.0)[None]  # (1, 1, 28, 28)
-            alpha = F.interpolate(digit, size=(side, side), mode="bilinear", align_corners=False, antialias=side < 28)
-            alpha = alpha[0, 0].clamp(0, 1).numpy()
+            resized = F.interpolate(digit, size=(side, side), mode="bilinear", align_corners=False, antialias=side < 28)
+            alpha = resized[0, 0].clamp(0, 1).numpy()
             ink = alpha >= INK_THRESHOLD
             if not ink.any():
                 continue

@@ -148,7 +148,7 @@ def _lightning():
     return lightning
 
 
-class SegmentationModule(_lightning().LightningModule):  # type: ignore[misc]
+class SegmentationModule(_lightning().LightningModule):  # type: ignore[misc]  # a base class from a lazy import: mypy cannot see it
     """The segmenter, its loss, optimiser and schedule, and the held-out confusion matrix."""
 
     def __init__(

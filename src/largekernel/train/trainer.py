@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, CheckpointMismatchError, ConfigurationError, LargeKernelError, MissingFileError
-from .config import DEFAULT_MODEL, TrainConfig, resolve_config
+from .config import DEFAULT_MODEL, TrainConfig, resolve_config, resolved
 from .data import DataSplit, EpochShuffleSampler, ShardSampler, TransformedDataset, load_data
 from .files import read_json, read_lightning_checkpoint, write_json
 
@@ -67,7 +67,7 @@ def build_model(
     except CheckpointMismatchError as error:  # the models package lists the keys on lines: one line here
         raise CheckpointError(f"--checkpoint-path {checkpoint_path} does not fit {name}: {_one_line(error)}") from None
     if published_classes != num_classes:
-        model.reset_classifier(num_classes)
+        model.reset_classifier(num_classes)  # type: ignore[operator]  # timm's classifier hook, untyped on nn.Module
     return model
 
 
@@ -170,8 +170,8 @@ def load_trained(path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn
             raise CheckpointError(f"cannot load {path} as described by {config_path}: {_one_line(error)}") from None
         return model, config
     checkpoint = read_lightning_checkpoint(path, map_location=map_location)
-    config = checkpoint.get("largekernel_model_config")
-    if not isinstance(config, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+    stored = checkpoint.get("largekernel_model_config")
+    if not isinstance(stored, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise CheckpointError(
             f"{path} is not a checkpoint written by largekernel train; for published weights use "
             "--model NAME --checkpoint-path FILE"
@@ -179,12 +179,12 @@ def load_trained(path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn
     weights = checkpoint["state_dict"]
     prefix = "model_ema.module." if any(key.startswith("model_ema.module.") for key in weights) else "model."
     state = {key[len(prefix) :]: value for key, value in weights.items() if key.startswith(prefix)}
-    model = _build_described(config, path)
+    model = _build_described(stored, path)
     try:
         load_state_dict_into(model, state, source=f"checkpoint {path}")
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:  # noqa: BLE001 - a mismatch or a corrupt tensor: either way a bad file, one line
         raise CheckpointError(f"cannot load {path}: {_one_line(error)}") from None
-    return model, config
+    return model, stored
 
 
 def _build_described(config: dict[str, Any], source: Path) -> nn.Module:
@@ -251,14 +251,19 @@ def _make_datamodule(train_set, val_set, batch_size: int, seed: int, num_workers
                 persistent_workers=num_workers > 0,
             )
 
+        def _rank_and_world(self) -> tuple[int, int]:
+            if self.trainer is None:
+                raise RuntimeError("the loaders are built by a Trainer (it knows this process's rank)")
+            return self.trainer.global_rank, self.trainer.world_size
+
         def train_dataloader(self) -> DataLoader:
-            rank, world = self.trainer.global_rank, self.trainer.world_size
+            rank, world = self._rank_and_world()
             sampler = EpochShuffleSampler(len(train_set), seed, rank, world)
             # drop a ragged last batch (BatchNorm needs > 1 image) only when there is more than one batch
             return self._loader(train_set, sampler, drop_last=len(sampler) > batch_size)
 
         def val_dataloader(self) -> DataLoader:
-            rank, world = self.trainer.global_rank, self.trainer.world_size
+            rank, world = self._rank_and_world()
             return self._loader(val_set, ShardSampler(len(val_set), rank, world), drop_last=False)
 
         def test_dataloader(self) -> DataLoader:
@@ -374,7 +379,7 @@ def _lightning_trainer(accelerator: str, devices: str, strategy: str, precision:
                 f"--devices must be 'auto', a count, or a comma list of ids; got {devices!r}"
             ) from None
     try:
-        return L.Trainer(accelerator=accelerator, devices=parsed, strategy=strategy, precision=precision, **kwargs)
+        return L.Trainer(accelerator=accelerator, devices=parsed, strategy=strategy, precision=precision, **kwargs)  # type: ignore[arg-type]  # any string: Lightning validates precision, its refusal is one line below
     except (MisconfigurationException, ValueError, RuntimeError) as error:
         raise ConfigurationError(
             f"Lightning refused --accelerator {accelerator} --devices {devices} --strategy {strategy} "
@@ -405,7 +410,7 @@ def _make_trainer(config: TrainConfig, out: Path, callbacks: list[Any]):
         config.devices,
         config.strategy,
         config.precision,
-        max_epochs=config.epochs + config.cooldown_epochs,
+        max_epochs=resolved(config.epochs, "epochs") + resolved(config.cooldown_epochs, "cooldown_epochs"),
         num_nodes=config.num_nodes,
         gradient_clip_val=config.clip_grad,
         deterministic=True,

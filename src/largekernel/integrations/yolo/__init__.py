@@ -27,7 +27,7 @@ from typing import Any
 from ...errors import ConfigurationError
 
 try:
-    import ultralytics  # noqa: F401
+    import ultralytics  # noqa: F401 - only to fail early, with an install hint, when it is missing
 except ImportError as error:  # pragma: no cover - depends on the environment
     hint = (
         "Ultralytics needs torchvision installed (the build matching your torch)"

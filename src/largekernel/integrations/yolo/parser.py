@@ -268,7 +268,7 @@ def _wrap(original: Callable) -> Callable:
                 LOGGER.info(f"largekernel: layer {i} is {model[i].type} ({model[i].np:,} params)")
         return model, save
 
-    parse_model._largekernel_original = original  # type: ignore[attr-defined]
+    parse_model._largekernel_original = original  # type: ignore[attr-defined]  # a marker on the function object, for unwrapping
     return parse_model
 
 
@@ -287,7 +287,7 @@ def _wrap_yaml_load(original: Callable) -> Callable:
                 raise MissingFileError(f"{error}. {configs.unknown_name_message(name)}") from None
             raise
 
-    yaml_model_load._largekernel_original = original  # type: ignore[attr-defined]
+    yaml_model_load._largekernel_original = original  # type: ignore[attr-defined]  # a marker on the function object, for unwrapping
     return yaml_model_load
 
 
@@ -314,7 +314,7 @@ def register() -> None:
         module = importlib.import_module(module_name)
         load = getattr(module, "yaml_model_load")  # noqa: B009 - a module attribute mypy cannot see
         if not hasattr(load, "_largekernel_original"):
-            setattr(module, "yaml_model_load", _wrap_yaml_load(load))  # noqa: B010
+            setattr(module, "yaml_model_load", _wrap_yaml_load(load))  # noqa: B010 - as above: an attribute mypy cannot see
     torch.serialization.add_safe_globals(_SAFE_GLOBALS)
 
 
@@ -329,9 +329,9 @@ def unregister() -> None:
         tasks.parse_model = original
     for module_name in _YAML_LOAD_USERS:
         module = importlib.import_module(module_name)
-        original = getattr(getattr(module, "yaml_model_load"), "_largekernel_original", None)  # noqa: B009
+        original = getattr(getattr(module, "yaml_model_load"), "_largekernel_original", None)  # noqa: B009 - a module attribute mypy cannot see
         if original is not None:
-            setattr(module, "yaml_model_load", original)  # noqa: B010
+            setattr(module, "yaml_model_load", original)  # noqa: B010 - as above
 
 
 def is_registered() -> bool:

@@ -44,7 +44,9 @@ class NaiveLSKA(nn.Module):
 
     def __init__(self, module: lk.LSKA) -> None:
         super().__init__()
-        self.convs = nn.ModuleList([module.conv0h, module.conv0v, module.conv_spatial_h, module.conv_spatial_v, module.conv1])
+        self.convs = nn.ModuleList(
+            [module.conv0h, module.conv0v, module.conv_spatial_h, module.conv_spatial_v, module.conv1]
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         attn = x
@@ -124,11 +126,21 @@ def module_table(repeats: int, kernel_sizes: list[int], batch: int = 8, dim: int
         for k in kernel_sizes:
             module = cls(dim, k)
             naive = naive_cls(module)
-            fwd = time_side_by_side({"naive": _forward(naive, x), "nhwc": _fast(_forward(module, x), "cpu_nhwc"),
-                                     "fast": _fast(_forward(module, x), True)}, repeats)
+            fwd = time_side_by_side(
+                {
+                    "naive": _forward(naive, x),
+                    "nhwc": _fast(_forward(module, x), "cpu_nhwc"),
+                    "fast": _fast(_forward(module, x), True),
+                },
+                repeats,
+            )
             both = time_side_by_side(
-                {"naive": _forward_backward(naive, x), "nhwc": _fast(_forward_backward(module, x), "cpu_nhwc"),
-                 "fast": _fast(_forward_backward(module, x), True)}, repeats
+                {
+                    "naive": _forward_backward(naive, x),
+                    "nhwc": _fast(_forward_backward(module, x), "cpu_nhwc"),
+                    "fast": _fast(_forward_backward(module, x), True),
+                },
+                repeats,
             )
             lines.append(
                 f"| {name} | {k} | {fwd['naive']:.1f} | {fwd['nhwc']:.1f} | {fwd['fast']:.1f} "
@@ -185,11 +197,19 @@ def model_table(repeats: int, names: list[str], batches: list[int], train_batch:
         sgd = {"lr": 1e-4, "momentum": 0.9}
         t = time_side_by_side(
             {
-                "plain": _fast(_train_step(model_nchw, x, target, torch.optim.SGD(model_nchw.parameters(), **sgd)), False),
-                "fast": _fast(_train_step(model_nchw, x, target, torch.optim.SGD(model_nchw.parameters(), **sgd)), True),
+                "plain": _fast(
+                    _train_step(model_nchw, x, target, torch.optim.SGD(model_nchw.parameters(), **sgd)), False
+                ),
+                "fast": _fast(
+                    _train_step(model_nchw, x, target, torch.optim.SGD(model_nchw.parameters(), **sgd)), True
+                ),
                 "cl": _fast(
-                    _train_step(model_cl, x.contiguous(memory_format=torch.channels_last), target,
-                                torch.optim.SGD(model_cl.parameters(), **sgd)),
+                    _train_step(
+                        model_cl,
+                        x.contiguous(memory_format=torch.channels_last),
+                        target,
+                        torch.optim.SGD(model_cl.parameters(), **sgd),
+                    ),
                     True,
                 ),
             },
@@ -248,8 +268,9 @@ def inference_table(repeats: int, names: list[str], threads: int, size: int = 22
         def cell(key: str, t: dict[str, float] = t) -> str:
             return f"{t[key]:.1f} ({t['plain'] / t[key]:.2f}x)" if key in t else "n/a"
 
-        lines.append(f"| {name} | {t['plain']:.1f} | {cell('auto')} | {cell('optimized')} | {cell('compile')} "
-                     f"| {cell('onnx')} |")
+        lines.append(
+            f"| {name} | {t['plain']:.1f} | {cell('auto')} | {cell('optimized')} | {cell('compile')} | {cell('onnx')} |"
+        )
         print(lines[-1], flush=True)
     return "\n".join(lines)
 

@@ -57,7 +57,10 @@ def run_cuda_tests() -> str:
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/kernels", "tests/layers"],
-        cwd=root, capture_output=True, text=True, check=False,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
         env={**os.environ, "PYTHONPATH": str(root / "src")},
     )
     lines = (result.stdout + result.stderr).strip().splitlines()
@@ -103,7 +106,12 @@ def cascade_rows(args, device: str, deadline: float) -> list[str]:
                             return impl(x, weights, biases, dilations)
 
                     def forward_backward(
-                        impl=impl, x=x, weights=weights, biases=biases, dilations=dilations, leaves=leaves,
+                        impl=impl,
+                        x=x,
+                        weights=weights,
+                        biases=biases,
+                        dilations=dilations,
+                        leaves=leaves,
                         grad_out=grad_out,
                     ):
                         return torch.autograd.grad(impl(x, weights, biases, dilations), leaves, grad_out)
@@ -162,8 +170,10 @@ def model_rows(args, device: str, deadline: float) -> list[str]:
                     torch.cuda.synchronize()
                 speed[label] = args.steps * args.model_batch / (time.perf_counter() - start)
         chosen = sorted(set(kernels.autotune_choices().values()))
-        rows.append(f"| {name} | {speed['torch']:.1f} | {speed['auto']:.1f} | {speed['auto'] / speed['torch']:.2f}x "
-                    f"(auto chose: {', '.join(chosen) or 'nothing timed'}) |")
+        rows.append(
+            f"| {name} | {speed['torch']:.1f} | {speed['auto']:.1f} | {speed['auto'] / speed['torch']:.2f}x "
+            f"(auto chose: {', '.join(chosen) or 'nothing timed'}) |"
+        )
         print(rows[-1], flush=True)
     return rows
 
@@ -174,8 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes, no tests: checks the script")
     parser.add_argument("--skip-tests", action="store_true")
     parser.add_argument("--budget-s", type=float, default=420.0)
-    parser.add_argument("--compile-reserve-s", type=float, default=150.0,
-                        help="stop adding torch.compile columns when less than this is left")
+    parser.add_argument(
+        "--compile-reserve-s",
+        type=float,
+        default=150.0,
+        help="stop adding torch.compile columns when less than this is left",
+    )
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--peak-gbps", type=float, default=None)
     args = parser.parse_args(argv)

@@ -88,8 +88,10 @@ def _cells(times: dict[str, float], min_gb: float, peak_gbps: float | None) -> s
     """eager / compile / ours times, speed-ups of ours, and ours' bandwidth as % of peak."""
     bw = f"{100 * min_gb / (times['ours'] / 1e3) / peak_gbps:5.0f}" if peak_gbps else "  n/a"
     comp = times.get("compile", float("nan"))
-    return (f"{times['eager']:9.3f} {comp:8.3f} {times['ours']:8.3f} "
-            f"{times['eager'] / times['ours']:5.2f} {comp / times['ours']:5.2f} {bw}")
+    return (
+        f"{times['eager']:9.3f} {comp:8.3f} {times['ours']:8.3f} "
+        f"{times['eager'] / times['ours']:5.2f} {comp / times['ours']:5.2f} {bw}"
+    )
 
 
 def bench_cascades(args) -> None:
@@ -98,11 +100,15 @@ def bench_cascades(args) -> None:
     name = torch.cuda.get_device_name()
     peak = args.peak_gbps or peak_bandwidth_gbps(name)
     print(f"device: {name}; peak DRAM bandwidth: {f'{peak:.0f} GB/s' if peak else 'unknown (use --peak-gbps)'}")
-    print(f"{args.attention.upper()} depthwise cascade, batch {args.batch}; times in ms (median), "
-          f"speed-up = eager / ours and compile / ours; BW% = minimum traffic / time / peak")
-    header = (f"{'dim':>4} {'HxW':>6} {'k':>3} {'dtype':>5} | {'fwd eager':>9} {'compile':>8} {'ours':>8} "
-              f"{'xE':>5} {'xC':>5} {'BW%':>5} | {'f+b eager':>9} {'compile':>8} {'ours':>8} {'xE':>5} {'xC':>5} "
-              f"{'BW%':>5}")
+    print(
+        f"{args.attention.upper()} depthwise cascade, batch {args.batch}; times in ms (median), "
+        f"speed-up = eager / ours and compile / ours; BW% = minimum traffic / time / peak"
+    )
+    header = (
+        f"{'dim':>4} {'HxW':>6} {'k':>3} {'dtype':>5} | {'fwd eager':>9} {'compile':>8} {'ours':>8} "
+        f"{'xE':>5} {'xC':>5} {'BW%':>5} | {'f+b eager':>9} {'compile':>8} {'ours':>8} {'xE':>5} {'xC':>5} "
+        f"{'BW%':>5}"
+    )
     print(header)
     print("-" * len(header))
     for dim, res in SHAPES:
@@ -124,8 +130,11 @@ def bench_cascades(args) -> None:
                 for impl_name, impl in impls.items():
                     fwd[impl_name], fwd_bwd[impl_name] = _time_impl(impl, x, weights, biases, dilations, grad_out)
                 tensor_gb = x.numel() * x.element_size() / 1e9
-                print(f"{dim:>4} {f'{res}x{res}':>6} {kernel_size:>3} {dtype_name:>5} | "
-                      f"{_cells(fwd, 2 * tensor_gb, peak)} | {_cells(fwd_bwd, 5 * tensor_gb, peak)}", flush=True)
+                print(
+                    f"{dim:>4} {f'{res}x{res}':>6} {kernel_size:>3} {dtype_name:>5} | "
+                    f"{_cells(fwd, 2 * tensor_gb, peak)} | {_cells(fwd_bwd, 5 * tensor_gb, peak)}",
+                    flush=True,
+                )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,19 @@ _EXPORTS: dict[str, str] = {
     "load_checkpoint": "largekernel.models",
     "save_checkpoint": "largekernel.models",
 }
-_SUBPACKAGES = ("analysis", "checkpoint_io", "constants", "export", "inference", "integrations", "kernels", "layers", "models", "segmentation", "train")
+_SUBPACKAGES = (
+    "analysis",
+    "checkpoint_io",
+    "constants",
+    "export",
+    "inference",
+    "integrations",
+    "kernels",
+    "layers",
+    "models",
+    "segmentation",
+    "train",
+)
 
 __all__ = [  # the names of _EXPORTS (a test checks they agree), spelled out for linters and type checkers
     "LKA",

@@ -63,15 +63,24 @@ def export_onnx(
             warnings.simplefilter("ignore")  # tracer warnings about Python ints: the shapes are checked below
             if exporter == "torchscript":
                 torch.onnx.export(
-                    model, (example,), str(output), dynamo=False, opset_version=opset,
-                    input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                    model,
+                    (example,),
+                    str(output),
+                    dynamo=False,
+                    opset_version=opset,
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
                     dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, OUTPUT_NAME: {0: "batch"}},
                 )
             else:
                 dim = torch.export.Dim.AUTO
                 program = torch.onnx.export(
-                    model, (example,), dynamo=True, opset_version=opset,
-                    input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                    model,
+                    (example,),
+                    dynamo=True,
+                    opset_version=opset,
+                    input_names=[INPUT_NAME],
+                    output_names=[OUTPUT_NAME],
                     dynamic_shapes={"x": {0: dim, 2: dim, 3: dim}},
                 )
                 if program is None:  # dynamo=True always returns one; None would be a torch bug
@@ -131,7 +140,9 @@ def check_onnx(
         expected = expected[-1]
     got = torch.from_numpy(session.run(None, feed)[-1])
     if got.shape != expected.shape:
-        raise RuntimeError(f"onnxruntime output shape {tuple(got.shape)} differs from PyTorch's {tuple(expected.shape)}")
+        raise RuntimeError(
+            f"onnxruntime output shape {tuple(got.shape)} differs from PyTorch's {tuple(expected.shape)}"
+        )
     with torch.no_grad():
         pytorch_ms = _median_ms(lambda: model(x), repeats)
     onnxruntime_ms = _median_ms(lambda: session.run(None, feed), repeats)

@@ -18,6 +18,8 @@ def test_cpu_attention_matmuls_are_counted():
 
 
 def test_linear_and_grouped_conv_counts():
-    model = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, padding=1, groups=4), torch.nn.Flatten(), torch.nn.Linear(16 * 5 * 5, 10))
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(8, 16, 3, padding=1, groups=4), torch.nn.Flatten(), torch.nn.Linear(16 * 5 * 5, 10)
+    )
     assert count_parameters(model) == 16 * 2 * 9 + 16 + 400 * 10 + 10
     assert count_macs(model, (1, 8, 5, 5)) == 16 * 2 * 9 * 25 + 400 * 10

@@ -123,10 +123,29 @@ def png_size(path) -> tuple[int, int]:
 def test_erf_cli_writes_figure_and_json(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     out = tmp_path / "erf.png"
-    code = main([
-        "erf", "--attention", "lska", "lka", "--kernel-sizes", "7", "11", "--dim", "4", "--num-images", "2",
-        "--img-size", "32", "--out", str(out), "--json", "--no-progress", "--gradient", "abs",
-    ])
+    code = main(
+        [
+            "erf",
+            "--attention",
+            "lska",
+            "lka",
+            "--kernel-sizes",
+            "7",
+            "11",
+            "--dim",
+            "4",
+            "--num-images",
+            "2",
+            "--img-size",
+            "32",
+            "--out",
+            str(out),
+            "--json",
+            "--no-progress",
+            "--gradient",
+            "abs",
+        ]
+    )
     assert code == 0
     payload = json.loads(capsys.readouterr().out)
     labels = [r["label"] for r in payload["results"]]

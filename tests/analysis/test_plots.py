@@ -18,10 +18,14 @@ def png_size(path):
 
 def test_metric_lines_and_erf_grid_write_pngs(tmp_path):
     rows = [{"k": k, "design": d, "cost": k * (2 if d == "a" else 1), "time": None} for k in (3, 5) for d in "ab"]
-    path = save_metric_lines(rows, tmp_path / "lines.png", x="k", metrics={"cost": "cost", "time": "time"}, group="design")
+    path = save_metric_lines(
+        rows, tmp_path / "lines.png", x="k", metrics={"cost": "cost", "time": "time"}, group="design"
+    )
     # "time" has no values: one subplot only (4.2 in wide at 100 dpi)
     assert png_size(path) == (420, 330)
-    grid = save_erf_grid({"a": np.eye(8), "b": np.ones((8, 8)), "c": np.zeros((8, 8))}, tmp_path / "grid.png", columns=3)
+    grid = save_erf_grid(
+        {"a": np.eye(8), "b": np.ones((8, 8)), "c": np.zeros((8, 8))}, tmp_path / "grid.png", columns=3
+    )
     width, height = png_size(grid)
     assert width > height > 100
 

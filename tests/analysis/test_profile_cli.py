@@ -6,7 +6,21 @@ from largekernel.cli import main
 
 
 def test_profile_json_matches_closed_forms(capsys):
-    code = main(["profile", "--json", "--kernel-sizes", "7", "53", "--dim", "16", "--resolution", "12", "--min-run-time", "0.01"])
+    code = main(
+        [
+            "profile",
+            "--json",
+            "--kernel-sizes",
+            "7",
+            "53",
+            "--dim",
+            "16",
+            "--resolution",
+            "12",
+            "--min-run-time",
+            "0.01",
+        ]
+    )
     assert code == 0
     rows = json.loads(capsys.readouterr().out)
     assert [(r["kernel_size"], r["design"]) for r in rows] == [
@@ -24,7 +38,24 @@ def test_profile_json_matches_closed_forms(capsys):
 
 
 def test_profile_table_prints(capsys):
-    assert main(["profile", "--kernel-sizes", "7", "--designs", "lska", "--dim", "8", "--resolution", "8", "--min-run-time", "0.01"]) == 0
+    assert (
+        main(
+            [
+                "profile",
+                "--kernel-sizes",
+                "7",
+                "--designs",
+                "lska",
+                "--dim",
+                "8",
+                "--resolution",
+                "8",
+                "--min-run-time",
+                "0.01",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "lska" in out and "MMACs" in out
 

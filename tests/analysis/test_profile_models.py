@@ -102,10 +102,28 @@ def png_size(path):
 def test_profile_model_cli_json_csv_plot(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     csv_path, png_path = tmp_path / "rows.csv", tmp_path / "plot.png"
-    code = main([
-        "profile", "--model", "van_lska_tiny", "--kernel-sizes", "7", "--designs", "lska", "lka",
-        "--resolution", "64", "--min-run-time", "0.01", "--no-memory", "--json", "--csv", str(csv_path), "--plot", str(png_path),
-    ])
+    code = main(
+        [
+            "profile",
+            "--model",
+            "van_lska_tiny",
+            "--kernel-sizes",
+            "7",
+            "--designs",
+            "lska",
+            "lka",
+            "--resolution",
+            "64",
+            "--min-run-time",
+            "0.01",
+            "--no-memory",
+            "--json",
+            "--csv",
+            str(csv_path),
+            "--plot",
+            str(png_path),
+        ]
+    )
     assert code == 0
     rows = json.loads(capsys.readouterr().out)
     assert [(r["kernel_size"], r["attention"]) for r in rows] == [(7, "lska"), (7, "lka")]
@@ -118,7 +136,10 @@ def test_profile_model_cli_json_csv_plot(tmp_path, capsys):
 
 
 def test_profile_scaling_cli_macs_only(capsys):
-    assert main(["profile", "--scaling", "--resolutions", "64", "--scaling-models", "van_b0", "--macs-only", "--json"]) == 0
+    assert (
+        main(["profile", "--scaling", "--resolutions", "64", "--scaling-models", "van_b0", "--macs-only", "--json"])
+        == 0
+    )
     rows = json.loads(capsys.readouterr().out)
     assert rows[0]["label"] == "van_b0" and len(rows) == 5
     assert all(r["forward_ms"] is None for r in rows)
@@ -148,8 +169,20 @@ def test_every_measurement_runs_at_the_requested_threads_and_restores_them():
     from largekernel.analysis.profile import _profile_built
 
     row = _profile_built(
-        "tiny", "tiny", model, attention=None, kernel_size=None, input_shape=(1, 3, 8, 8), resolution=8, batch=1,
-        device=torch.device("cpu"), dtype=torch.float32, min_run_time=0.01, timing=True, memory=True, threads=3,
+        "tiny",
+        "tiny",
+        model,
+        attention=None,
+        kernel_size=None,
+        input_shape=(1, 3, 8, 8),
+        resolution=8,
+        batch=1,
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        min_run_time=0.01,
+        timing=True,
+        memory=True,
+        threads=3,
     )
     assert row.threads == 3 and row.peak_memory_mib is not None
     assert seen and set(seen) == {3}  # warm-up, memory step, both timings

@@ -27,9 +27,14 @@ def test_help_imports_no_heavy_library(argv: list[str]) -> None:
     result = subprocess.run(
         [sys.executable, "-c", PROBE.format(argv=argv, heavy=HEAVY)], capture_output=True, text=True, check=True
     )
-    assert result.stdout.strip().splitlines()[-1] == "imported:", f"largekernel {' '.join(argv)} imported: {result.stdout}"
+    assert result.stdout.strip().splitlines()[-1] == "imported:", (
+        f"largekernel {' '.join(argv)} imported: {result.stdout}"
+    )
 
 
 def test_import_largekernel_imports_no_torch() -> None:
     code = "import sys, largekernel; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        == "False"
+    )

@@ -14,6 +14,7 @@ from largekernel.kernels import cpu as cpu_kernels
 def fast_cpu_path(fast: bool):
     return kernels.backend("cpu_nhwc" if fast else "torch")
 
+
 LAYERS = [
     (lk.LSKA, 23),
     (lk.LSKA, 11),
@@ -42,7 +43,9 @@ def _randomise(module):
 
 
 @pytest.mark.parametrize("cls,kernel_size", LAYERS, ids=[f"{c.__name__}-{k}" for c, k in LAYERS])
-@pytest.mark.parametrize("shape", [(2, 8, 13, 10), (1, 8, 4, 5), (2, 8, 24, 24)], ids=["odd-even", "smaller-than-kernel", "even"])
+@pytest.mark.parametrize(
+    "shape", [(2, 8, 13, 10), (1, 8, 4, 5), (2, 8, 24, 24)], ids=["odd-even", "smaller-than-kernel", "even"]
+)
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 def test_fast_path_matches_plain_float32(cls, kernel_size, shape, channels_last):
     torch.manual_seed(0)

@@ -53,7 +53,9 @@ def test_swapped_module_matches_original_forward_and_backward(make):
 
 
 def test_strided_or_grouped_convs_are_left_alone():
-    model = nn.Sequential(nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=4), nn.Conv2d(4, 8, 1, groups=2), nn.Conv2d(4, 4, 3))
+    model = nn.Sequential(
+        nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=4), nn.Conv2d(4, 8, 1, groups=2), nn.Conv2d(4, 4, 3)
+    )
     assert swap_in_nhwc_modules(model) == 0
 
 

@@ -104,7 +104,7 @@ def test_auto_picks_the_fastest_and_caches_it(monkeypatch, fastest):
         again = module(x)
     assert sorted(measured) == ["cpu_nhwc", "torch"]  # timed once, then cached
     assert (len(calls) == 1) == (fastest == "cpu_nhwc")
-    (key, choice), = kernels.autotune_choices().items()
+    ((key, choice),) = kernels.autotune_choices().items()
     assert choice == fastest and key[-1] == "forward" and key[4] == (2, 4, 9, 8)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(again, want, rtol=1e-5, atol=1e-5)
@@ -290,8 +290,14 @@ def test_torch_func_grad_jacrev_vmap_match_plain(cls, k):
 
 @pytest.mark.parametrize(
     "make",
-    [lambda: lk.LSKA(4, 11), lambda: lk.LKA(4, 7), lambda: lk.LSKATrivial(4, 5), lambda: lk.LKATrivial(4, 5),
-     lambda: lk.SpatialGatingAttention(4, "lska", 7), lambda: lk.SAM(8, num_heads=4)],
+    [
+        lambda: lk.LSKA(4, 11),
+        lambda: lk.LKA(4, 7),
+        lambda: lk.LSKATrivial(4, 5),
+        lambda: lk.LKATrivial(4, 5),
+        lambda: lk.SpatialGatingAttention(4, "lska", 7),
+        lambda: lk.SAM(8, num_heads=4),
+    ],
     ids=["LSKA", "LKA", "LSKATrivial", "LKATrivial", "SpatialGatingAttention", "SAM"],
 )
 def test_torch_jit_script_matches_eager(make):

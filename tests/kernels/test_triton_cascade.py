@@ -25,7 +25,9 @@ SRC = Path(largekernel.__file__).resolve().parents[1]
 
 def _run_python(code: str, **env: str) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]), **env}
-    return subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=300, check=False
+    )
 
 
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1", reason="interpreter switched on in this process")
@@ -75,11 +77,19 @@ print("ok")
 def test_interpreter_suite():
     """Runs triton_cascade_cases.py (outputs and gradients vs the plain path) under TRITON_INTERPRET=1."""
     pytest.importorskip("triton")
-    env = {**os.environ, "TRITON_INTERPRET": "1",
-           "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "TRITON_INTERPRET": "1",
+        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+    }
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(CASES)],
-        env=env, capture_output=True, text=True, timeout=900, cwd=CASES.parents[2], check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=CASES.parents[2],
+        check=False,
     )
     tail = (result.stdout + result.stderr)[-6000:]
     assert result.returncode == 0, tail
@@ -87,8 +97,9 @@ def test_interpreter_suite():
 
 
 @pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1", reason="compiles real GPU code")
-@pytest.mark.parametrize("stages", [[(1, 5, 1), (5, 1, 1), (1, 7, 3), (7, 1, 3)], [(3, 3, 1), (5, 5, 2)]],
-                         ids=["lska23", "lka11"])
+@pytest.mark.parametrize(
+    "stages", [[(1, 5, 1), (5, 1, 1), (1, 7, 3), (7, 1, 3)], [(3, 3, 1), (5, 5, 2)]], ids=["lska23", "lka11"]
+)
 def test_kernels_compile_for_sm90(stages):
     """Lowers both kernels to H100 machine code (no GPU needed): catches what the interpreter cannot."""
     pytest.importorskip("triton")

@@ -92,9 +92,15 @@ def _compare_module(cls, kernel_size, shape, fused_calls, dtype=torch.float32, c
 
 @pytest.mark.parametrize(
     "kernel_size, shape",
-    [(7, (2, 2, 9, 6)), (11, (1, 2, 8, 11)), (15, (1, 2, 10, 7)), (23, (1, 2, 13, 12)),
-     # dilated taps reaching past the whole 8-pixel block (VAN's 7x7 stage at k=53): skipped taps
-     (23, (1, 2, 5, 6)), (53, (1, 1, 7, 7))],
+    [
+        (7, (2, 2, 9, 6)),
+        (11, (1, 2, 8, 11)),
+        (15, (1, 2, 10, 7)),
+        (23, (1, 2, 13, 12)),
+        # dilated taps reaching past the whole 8-pixel block (VAN's 7x7 stage at k=53): skipped taps
+        (23, (1, 2, 5, 6)),
+        (53, (1, 1, 7, 7)),
+    ],
 )
 def test_lska_matches_plain(kernel_size, shape, fused_calls):
     _compare_module(LSKA, kernel_size, shape, fused_calls)
@@ -157,8 +163,9 @@ def test_half_precision(dtype):
 
 def _fp64_params(stages, C, seed):
     generator = torch.Generator().manual_seed(seed)
-    weights = [torch.randn(C, 1, kh, kw, dtype=torch.float64, generator=generator).requires_grad_()
-               for kh, kw, _ in stages]
+    weights = [
+        torch.randn(C, 1, kh, kw, dtype=torch.float64, generator=generator).requires_grad_() for kh, kw, _ in stages
+    ]
     biases = [torch.randn(C, dtype=torch.float64, generator=generator).requires_grad_() for _ in stages]
     return weights, biases, [d for *_, d in stages]
 
@@ -192,8 +199,9 @@ def test_expanded_and_sliced_grad_out():
     weights, biases, dilations = _fp64_params([(1, 3, 1), (3, 1, 1), (1, 5, 2), (5, 1, 2)], C=2, seed=3)
     x = torch.randn(2, 2, 7, 8, dtype=torch.float64, requires_grad=True)
     for loss_of in (lambda y: y.sum(), lambda y: y[:, :, 1:, ::2].sum()):  # stride-0 and strided grads
-        y = tc.lska_cascade(x, weights[0], biases[0], weights[1], biases[1], weights[2], biases[2],
-                            weights[3], biases[3], dilation=2)
+        y = tc.lska_cascade(
+            x, weights[0], biases[0], weights[1], biases[1], weights[2], biases[2], weights[3], biases[3], dilation=2
+        )
         got = torch.autograd.grad(loss_of(y), [x, *weights, *biases])
         y_ref = tc.plain_cascade(x, weights, biases, dilations)
         want = torch.autograd.grad(loss_of(y_ref), [x, *weights, *biases])

@@ -18,7 +18,9 @@ def test_parameters_equal_published_smt_block(official_state_dicts, block, dim):
     sam = lk.SAM(dim, num_heads=4, expand_ratio=2)
     ours = {k: list(v.shape) for k, v in sam.state_dict().items()}
     assert ours == attn  # same names and shapes, buffers included
-    parameters = sum(math.prod(shape) for name, shape in attn.items() if "running" not in name and "num_batches" not in name)
+    parameters = sum(
+        math.prod(shape) for name, shape in attn.items() if "running" not in name and "num_batches" not in name
+    )
     assert count_parameters(sam) == parameters
 
 
@@ -33,7 +35,9 @@ def _sam_reference(sam: lk.SAM, x: torch.Tensor) -> torch.Tensor:
     for head in range(heads):
         conv = getattr(sam, f"local_conv_{head + 1}")
         kernel = 3 + 2 * head
-        mixed = F.conv2d(s[:, head * head_dim : (head + 1) * head_dim], conv.weight, conv.bias, padding=kernel // 2, groups=head_dim)
+        mixed = F.conv2d(
+            s[:, head * head_dim : (head + 1) * head_dim], conv.weight, conv.bias, padding=kernel // 2, groups=head_dim
+        )
         for channel in range(head_dim):  # channel c of head i -> position c * heads + i
             aggregated[:, channel * heads + head] = mixed[:, channel]
     hidden = F.conv2d(aggregated, sam.proj0.weight, sam.proj0.bias, groups=head_dim)

@@ -51,7 +51,9 @@ def test_yolo_dataset_labels_match_the_scenes(tmp_path) -> None:
         rows = np.loadtxt(tmp_path / "labels" / "train" / f"{number:05d}.txt", ndmin=2)
         assert (rows[:, 0] == scene.labels).all()
         x0, y0, x1, y1 = scene.boxes.T / 64
-        np.testing.assert_allclose(rows[:, 1:], np.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], 1), atol=1e-6)
+        np.testing.assert_allclose(
+            rows[:, 1:], np.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], 1), atol=1e-6
+        )
     assert len(list((tmp_path / "images" / "val").glob("*.png"))) == 2
 
 

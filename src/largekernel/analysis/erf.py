@@ -291,4 +291,3 @@ def attention_layer_for_erf(attention: str, kernel_size: int, dim: int = 16, in_
     from largekernel.layers import create_attention
 
     return nn.Sequential(nn.Conv2d(in_channels, dim, 1), create_attention(attention, dim, kernel_size))
-

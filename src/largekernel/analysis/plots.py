@@ -111,9 +111,7 @@ def save_metric_lines(
     groups = list(dict.fromkeys(row[group] for row in rows))
     for axis, (key, label) in zip(axes, metrics.items()):
         for name in groups:
-            points = sorted(
-                (row[x], row[key]) for row in rows if row[group] == name and row.get(key) is not None
-            )
+            points = sorted((row[x], row[key]) for row in rows if row[group] == name and row.get(key) is not None)
             if points:
                 xs, ys = zip(*points)
                 axis.plot(xs, ys, marker="o", markersize=4, label=str(name))

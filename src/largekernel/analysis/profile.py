@@ -346,8 +346,17 @@ def _profile_built(
     model = model.to(device=device, dtype=dtype)
     with _intra_op_threads(threads):
         forward_ms, forward_backward_ms, peak, method = _measure(
-            label, model, x_shape=input_shape, resolution=resolution, batch=batch, device=device, dtype=dtype,
-            min_run_time=min_run_time, timing=timing, memory=memory, threads=threads,
+            label,
+            model,
+            x_shape=input_shape,
+            resolution=resolution,
+            batch=batch,
+            device=device,
+            dtype=dtype,
+            min_run_time=min_run_time,
+            timing=timing,
+            memory=memory,
+            threads=threads,
         )
     return ModelProfile(
         label=label,
@@ -371,8 +380,18 @@ def _profile_built(
 
 
 def _measure(
-    label: str, model: nn.Module, *, x_shape: tuple[int, ...], resolution: int, batch: int, device: torch.device,
-    dtype: torch.dtype, min_run_time: float, timing: bool, memory: bool, threads: int,
+    label: str,
+    model: nn.Module,
+    *,
+    x_shape: tuple[int, ...],
+    resolution: int,
+    batch: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    min_run_time: float,
+    timing: bool,
+    memory: bool,
+    threads: int,
 ) -> tuple[float | None, float | None, float | None, str | None]:
     """``(forward_ms, forward_backward_ms, peak_memory_mib, memory_method)``, every one at the same thread count."""
     forward_ms = forward_backward_ms = peak = None
@@ -443,10 +462,19 @@ def profile_model(
     model = create_model(name, **overrides)
     label = " ".join(str(part) for part in (name, attention, kernel_size and f"k={kernel_size}") if part)
     return _profile_built(
-        label, name, model,
-        attention=getattr(model, "attention", attention), kernel_size=getattr(model, "kernel_size", kernel_size),
-        input_shape=(batch, 3, resolution, resolution), resolution=resolution, batch=batch,
-        device=torch.device(device), dtype=dtype, min_run_time=min_run_time, timing=timing, memory=memory,
+        label,
+        name,
+        model,
+        attention=getattr(model, "attention", attention),
+        kernel_size=getattr(model, "kernel_size", kernel_size),
+        input_shape=(batch, 3, resolution, resolution),
+        resolution=resolution,
+        batch=batch,
+        device=torch.device(device),
+        dtype=dtype,
+        min_run_time=min_run_time,
+        timing=timing,
+        memory=memory,
         threads=threads,
     )
 
@@ -538,9 +566,19 @@ def profile_scaling(
             label = f"stage 3: {name}"
         rows.append(
             _profile_built(
-                label, name, module, attention=getattr(module, "attention", None),
-                kernel_size=getattr(module, "kernel_size", None), input_shape=shape, resolution=resolution,
-                batch=batch, device=device, dtype=dtype, min_run_time=min_run_time, timing=timing, memory=memory,
+                label,
+                name,
+                module,
+                attention=getattr(module, "attention", None),
+                kernel_size=getattr(module, "kernel_size", None),
+                input_shape=shape,
+                resolution=resolution,
+                batch=batch,
+                device=device,
+                dtype=dtype,
+                min_run_time=min_run_time,
+                timing=timing,
+                memory=memory,
                 threads=threads,
             )
         )

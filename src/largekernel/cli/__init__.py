@@ -20,9 +20,15 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("largekernel.cli.export", "write a model as ONNX (dynamic batch and size) and check it in onnxruntime"),
     "train": ("largekernel.cli.train", "train a large-kernel model on an embedded dataset or an image folder"),
     "eval": ("largekernel.cli.eval", "top-1/top-5, loss and throughput of a trained or published model"),
-    "models": ("largekernel.cli.models", "list the backbones (VAN, VAN-LSKA, SMT) with params, GMACs and released weights"),
+    "models": (
+        "largekernel.cli.models",
+        "list the backbones (VAN, VAN-LSKA, SMT) with params, GMACs and released weights",
+    ),
     "yolo": ("largekernel.cli.yolo", "Ultralytics' yolo CLI with LSKA/LKA/SAM blocks and configs registered"),
-    "erf": ("largekernel.cli.erf", "effective receptive fields of models or attention layers: heatmap PNG and area ratios"),
+    "erf": (
+        "largekernel.cli.erf",
+        "effective receptive fields of models or attention layers: heatmap PNG and area ratios",
+    ),
 }
 
 

@@ -12,7 +12,9 @@ DTYPE_NAMES: tuple[str, ...] = ("bfloat16", "float16", "float32")
 
 def add_device_dtype_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    parser.add_argument("--dtype", default="float32", choices=DTYPE_NAMES, help="parameter and input dtype (default: float32)")
+    parser.add_argument(
+        "--dtype", default="float32", choices=DTYPE_NAMES, help="parameter and input dtype (default: float32)"
+    )
 
 
 def json_object(text: str) -> dict:

@@ -119,7 +119,9 @@ def run_eval(args: argparse.Namespace) -> int:
         )
     elif args.model is not None:
         if args.data is None:
-            raise ConfigurationError("eval --task segment --model NAME needs --data ('scenes' or an ADE20K-style folder)")
+            raise ConfigurationError(
+                "eval --task segment --model NAME needs --data ('scenes' or an ADE20K-style folder)"
+            )
         data_name, img_size, num_classes, reduce_zero = (
             args.data,
             args.img_size,

@@ -25,28 +25,40 @@ __all__ = ["add_arguments", "run"]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     what = parser.add_argument_group("what to measure")
-    what.add_argument("--model", help="registered model name (largekernel.create_model); omit for single attention layers")
+    what.add_argument(
+        "--model", help="registered model name (largekernel.create_model); omit for single attention layers"
+    )
     what.add_argument("--checkpoint", help="weights for --model (.pth/.pt/.safetensors); default: random init")
     what.add_argument(
-        "--attention", nargs="+", choices=["lka", "lska", "lka_trivial", "lska_trivial"],
+        "--attention",
+        nargs="+",
+        choices=["lka", "lska", "lka_trivial", "lska_trivial"],
         help="attention design(s); with --model an override, alone one single layer each (default lska)",
     )
     what.add_argument("--kernel-sizes", nargs="+", type=int, metavar="K", help="kernel size(s); one panel each")
     what.add_argument("--dim", type=int, default=16, help="channels of a single attention layer")
     data = parser.add_argument_group("images")
-    data.add_argument("--images", default="embedded", help="an image folder (PNG/JPG), or 'embedded' (bundled MNIST digits)")
+    data.add_argument(
+        "--images", default="embedded", help="an image folder (PNG/JPG), or 'embedded' (bundled MNIST digits)"
+    )
     data.add_argument("--num-images", type=int, default=50, help="images to average over (RepLKNet: 50)")
     data.add_argument("--img-size", type=int, default=224, help="square input side in pixels")
     method = parser.add_argument_group("method and output")
     method.add_argument(
-        "--gradient", choices=["relu", "abs"], default="relu",
+        "--gradient",
+        choices=["relu", "abs"],
+        default="relu",
         help="relu: RepLKNet's relu(output) and relu(gradient); abs: |gradient| of the summed central outputs",
     )
-    method.add_argument("--thresholds", nargs="+", type=float, default=[0.2, 0.3, 0.5, 0.99], help="area-ratio thresholds")
+    method.add_argument(
+        "--thresholds", nargs="+", type=float, default=[0.2, 0.3, 0.5, 0.99], help="area-ratio thresholds"
+    )
     method.add_argument("--out", default="erf.png", help="PNG with one heatmap per configuration")
     method.add_argument("--npz", help="also save the raw mean gradient maps (one array per configuration)")
     method.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
-    method.add_argument("--seed", type=int, default=0, help="seed for the random initialisation (same for every configuration)")
+    method.add_argument(
+        "--seed", type=int, default=0, help="seed for the random initialisation (same for every configuration)"
+    )
     method.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_device_dtype_arguments(parser)
 
@@ -118,13 +130,20 @@ def run(args: argparse.Namespace) -> int:
         label = _label(args, attention, kernel_size)
         model = _build(args, attention, kernel_size)
         result = effective_receptive_field(
-            model, images, gradient=args.gradient, device=device, dtype=dtype,
-            progress=not args.no_progress, total=count, label=label,
+            model,
+            images,
+            gradient=args.gradient,
+            device=device,
+            dtype=dtype,
+            progress=not args.no_progress,
+            total=count,
+            label=label,
         )
         results.append((attention, kernel_size, result))
 
     maps = {result.label: result.log_scaled() for _, _, result in results}
     ratios = {result.label: result.area_ratios(args.thresholds) for _, _, result in results}
+
     def caption(values) -> str:  # two thresholds per line, so neighbouring panels' captions never touch
         parts = [f"{100 * r.threshold:g}%: {r.ratio:.3f}" for r in values]
         return "\n".join("   ".join(parts[i : i + 2]) for i in range(0, len(parts), 2))

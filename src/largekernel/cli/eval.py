@@ -10,7 +10,12 @@ from ._common import json_object
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
-    add("--task", choices=("classify", "segment"), default="classify", help="classify (default) or segment (mIoU of a segmenter)")
+    add(
+        "--task",
+        choices=("classify", "segment"),
+        default="classify",
+        help="classify (default) or segment (mIoU of a segmenter)",
+    )
     add("--checkpoint", help="a largekernel train output: model.safetensors (with model.json beside it) or a .ckpt")
     add("--model", help="registered model name, for published weights (with --checkpoint-path)")
     add(

@@ -32,7 +32,9 @@ def describe_models(
         raise ConfigurationError(f"no model matches {pattern!r}; known: {', '.join(list_models())}")
     rows = []
     for name in names:
-        overrides: dict[str, Any] = {"kernel_size": kernel_size} if kernel_size is not None and name.startswith("van") else {}
+        overrides: dict[str, Any] = (
+            {"kernel_size": kernel_size} if kernel_size is not None and name.startswith("van") else {}
+        )
         with torch.device("meta"):  # shapes only: even 200M-parameter models build in a second
             model = create_model(name, **overrides)
         row: dict[str, Any] = {
@@ -50,7 +52,9 @@ def describe_models(
 
 def run(args: argparse.Namespace) -> int:
     if args.resolution < 32:
-        raise ConfigurationError(f"--resolution must be at least 32 (the backbones stride by 32), got {args.resolution}")
+        raise ConfigurationError(
+            f"--resolution must be at least 32 (the backbones stride by 32), got {args.resolution}"
+        )
     rows = describe_models(args.pattern, args.macs, args.resolution, args.kernel_size)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -58,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="largekernel backbones" + (f" (GMACs at {args.resolution}x{args.resolution})" if args.macs else ""))
+    table = Table(
+        title="largekernel backbones" + (f" (GMACs at {args.resolution}x{args.resolution})" if args.macs else "")
+    )
     columns = ["model", "attention", "kernel", "params (M)", *(["GMACs"] if args.macs else []), "released weights"]
     for column in columns:
         table.add_column(column, justify="left" if column in ("model", "attention", "released weights") else "right")

@@ -30,35 +30,62 @@ MODULE_RESOLUTION, MODEL_RESOLUTION = 56, 224
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--kernel-sizes", type=int, nargs="+", default=None, metavar="K",
+        "--kernel-sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="K",
         help="odd kernel sizes (default: the LSKA paper's 7 11 23 35 41 53)",
     )
-    parser.add_argument("--designs", nargs="+", default=None, choices=DESIGNS, help="attention designs (default: all four)")
-    parser.add_argument("--model", help="profile this whole model (e.g. van_lska_tiny) with each design and kernel size")
-    parser.add_argument("--scaling", action="store_true", help="cost against input resolution (models and stage-3 mixers)")
     parser.add_argument(
-        "--resolutions", type=int, nargs="+", default=list(SCALING_RESOLUTIONS), metavar="R",
+        "--designs", nargs="+", default=None, choices=DESIGNS, help="attention designs (default: all four)"
+    )
+    parser.add_argument(
+        "--model", help="profile this whole model (e.g. van_lska_tiny) with each design and kernel size"
+    )
+    parser.add_argument(
+        "--scaling", action="store_true", help="cost against input resolution (models and stage-3 mixers)"
+    )
+    parser.add_argument(
+        "--resolutions",
+        type=int,
+        nargs="+",
+        default=list(SCALING_RESOLUTIONS),
+        metavar="R",
         help="input sides for --scaling (default 224 512 1024)",
     )
     parser.add_argument(
-        "--scaling-models", nargs="+", default=["van_lska_tiny", "smt_t"], metavar="NAME",
+        "--scaling-models",
+        nargs="+",
+        default=["van_lska_tiny", "smt_t"],
+        metavar="NAME",
         help="whole models for --scaling (default van_lska_tiny smt_t)",
     )
-    parser.add_argument("--dim", type=int, default=None, help="channels of the modules (default 64; 256 for --scaling's stage-3 mixers)")
     parser.add_argument(
-        "--resolution", type=int, default=None,
+        "--dim", type=int, default=None, help="channels of the modules (default 64; 256 for --scaling's stage-3 mixers)"
+    )
+    parser.add_argument(
+        "--resolution",
+        type=int,
+        default=None,
         help=f"feature map side for modules (default {MODULE_RESOLUTION}), image side for --model (default {MODEL_RESOLUTION})",
     )
     parser.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--dtype", default="float32", choices=DTYPE_NAMES)
-    parser.add_argument("--min-run-time", type=float, default=0.2, help="seconds of timing per row and figure (default 0.2)")
     parser.add_argument(
-        "--threads", type=int, default=1,
+        "--min-run-time", type=float, default=0.2, help="seconds of timing per row and figure (default 0.2)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
         help="intra-op CPU threads for every measurement of a row: timings, and for --model/--scaling the warm-up and "
         "peak-memory steps (default 1, torch.utils.benchmark's default; some operators' temporary memory grows with threads)",
     )
-    parser.add_argument("--macs-only", action="store_true", help="--model/--scaling: parameters and MACs only (no timing, no memory)")
+    parser.add_argument(
+        "--macs-only", action="store_true", help="--model/--scaling: parameters and MACs only (no timing, no memory)"
+    )
     parser.add_argument("--no-memory", action="store_true", help="--model/--scaling: skip the peak-memory measurement")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--csv", metavar="FILE", help="also write the rows as CSV")
@@ -79,7 +106,9 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and value <= 0:
             raise ConfigurationError(f"--{name} must be positive, got {value}")
     if args.model and args.scaling:
-        raise ConfigurationError("--model and --scaling are separate modes; use --scaling-models to choose --scaling's models")
+        raise ConfigurationError(
+            "--model and --scaling are separate modes; use --scaling-models to choose --scaling's models"
+        )
     if args.scaling and any(r < 32 for r in args.resolutions):
         raise ConfigurationError(f"--resolutions must be >= 32 (stage 3 has stride 16), got {args.resolutions}")
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
@@ -91,8 +120,15 @@ def run(args: argparse.Namespace) -> int:
         from ..analysis.profile import profile_scaling
 
         rows = profile_scaling(
-            args.resolutions, args.scaling_models, dim=args.dim or 256, batch=args.batch, device=device,
-            dtype=dtype, min_run_time=args.min_run_time, progress=progress, **measure,
+            args.resolutions,
+            args.scaling_models,
+            dim=args.dim or 256,
+            batch=args.batch,
+            device=device,
+            dtype=dtype,
+            min_run_time=args.min_run_time,
+            progress=progress,
+            **measure,
         )
     elif args.model:
         from ..analysis.profile import profile_model, profile_models
@@ -100,22 +136,35 @@ def run(args: argparse.Namespace) -> int:
 
         default = create_model(args.model)  # an unknown name raises the registry's error with close matches
         settings = dict(
-            resolution=args.resolution or MODEL_RESOLUTION, batch=args.batch, device=device, dtype=dtype,
-            min_run_time=args.min_run_time, **measure,
+            resolution=args.resolution or MODEL_RESOLUTION,
+            batch=args.batch,
+            device=device,
+            dtype=dtype,
+            min_run_time=args.min_run_time,
+            **measure,
         )
         if hasattr(default, "attention") and hasattr(default, "kernel_size"):
             rows = profile_models(args.model, args.designs, args.kernel_sizes, progress=progress, **settings)
         elif sweep_given:
-            raise ConfigurationError(f"model {args.model!r} has no attention design or kernel size to vary; drop --designs/--kernel-sizes")
+            raise ConfigurationError(
+                f"model {args.model!r} has no attention design or kernel size to vary; drop --designs/--kernel-sizes"
+            )
         else:  # e.g. SMT: one row for the model as published
             rows = [profile_model(args.model, **settings)]
     else:
         from ..analysis.profile import profile_modules
 
         rows = profile_modules(
-            args.designs, args.kernel_sizes, progress=progress, dim=args.dim or 64,
-            resolution=args.resolution or MODULE_RESOLUTION, batch=args.batch, device=device, dtype=dtype,
-            min_run_time=args.min_run_time, threads=args.threads,
+            args.designs,
+            args.kernel_sizes,
+            progress=progress,
+            dim=args.dim or 64,
+            resolution=args.resolution or MODULE_RESOLUTION,
+            batch=args.batch,
+            device=device,
+            dtype=dtype,
+            min_run_time=args.min_run_time,
+            threads=args.threads,
         )
     records = [row.as_dict() for row in rows]
     if args.csv:
@@ -151,17 +200,24 @@ def _plot(records: list[dict], args: argparse.Namespace) -> None:
 
     setting = f"{args.device} {args.dtype}, batch {args.batch}, {_threads(args.threads)}"
     if args.scaling:
-        rows = [
-            {**r, "gmacs_all": r["macs_with_attention"] / 1e9, "memory": r["peak_memory_mib"]} for r in records
-        ]
+        rows = [{**r, "gmacs_all": r["macs_with_attention"] / 1e9, "memory": r["peak_memory_mib"]} for r in records]
         metrics = {
             "gmacs_all": "GMACs / image (incl. attention matmuls)",
             "forward_ms": "forward latency (ms)",
             "forward_backward_ms": "forward+backward latency (ms)",
             "memory": "peak memory, fwd+bwd (MiB)",
         }
-        save_metric_lines(rows, args.plot, x="resolution", metrics=metrics, group="label", log_x=True, log_y=True,
-                          x_label="input resolution (px)", title=f"cost against input resolution ({setting})")
+        save_metric_lines(
+            rows,
+            args.plot,
+            x="resolution",
+            metrics=metrics,
+            group="label",
+            log_x=True,
+            log_y=True,
+            x_label="input resolution (px)",
+            title=f"cost against input resolution ({setting})",
+        )
         return
     if args.model:
         rows = [{**r, "params_m": r["params"] / 1e6, "gmacs": r["macs"] / 1e9} for r in records]
@@ -175,13 +231,23 @@ def _plot(records: list[dict], args: argparse.Namespace) -> None:
         }
         title = f"{args.model} @{records[0]['resolution']}px by attention design ({setting})"
         # timings span orders of magnitude between designs: log axes keep the cheap designs readable
-        save_metric_lines(rows, args.plot, x="kernel_size", metrics=metrics, group="attention", title=title,
-                          x_label="kernel size", log_y={"forward_ms", "forward_backward_ms", "throughput"})
+        save_metric_lines(
+            rows,
+            args.plot,
+            x="kernel_size",
+            metrics=metrics,
+            group="attention",
+            title=title,
+            x_label="kernel size",
+            log_y={"forward_ms", "forward_backward_ms", "throughput"},
+        )
         return
     rows = [{**r, "mmacs": r["macs"] / 1e6} for r in records]
     metrics = {"params": "parameters", "mmacs": "MMACs", "latency_ms": "forward latency (ms)"}
     title = f"attention modules: dim {records[0]['dim']}, {records[0]['resolution']}px map ({setting})"
-    save_metric_lines(rows, args.plot, x="kernel_size", metrics=metrics, group="design", title=title, x_label="kernel size")
+    save_metric_lines(
+        rows, args.plot, x="kernel_size", metrics=metrics, group="design", title=title, x_label="kernel size"
+    )
 
 
 def _console():
@@ -214,9 +280,14 @@ def _print_model_table(records: list[dict], args: argparse.Namespace) -> None:
     for r in records:
         attention_cell = [f"{r['macs_with_attention'] / 1e9:.3f}"] if with_attention else []
         table.add_row(
-            str(r["kernel_size"] or "-"), r["attention"] or "-", f"{r['params'] / 1e6:.3f}", f"{r['macs'] / 1e9:.3f}",
+            str(r["kernel_size"] or "-"),
+            r["attention"] or "-",
+            f"{r['params'] / 1e6:.3f}",
+            f"{r['macs'] / 1e9:.3f}",
             *attention_cell,
-            _fmt(r["forward_ms"], ".1f"), _fmt(r["forward_backward_ms"], ".1f"), _fmt(r["throughput"], ".1f"),
+            _fmt(r["forward_ms"], ".1f"),
+            _fmt(r["forward_backward_ms"], ".1f"),
+            _fmt(r["throughput"], ".1f"),
             _fmt(r["peak_memory_mib"], ".0f"),
         )
     _console().print(table)
@@ -230,13 +301,27 @@ def _print_scaling_table(records: list[dict], args: argparse.Namespace) -> None:
         title=f"cost against input resolution, batch {first['batch']}, {first['device']} {first['dtype']}, "
         f"{_threads(first['threads'])}"
     )
-    for column in ("input", "model / stage-3 mixer", "params", "GMACs", "GMACs incl. attn", "fwd ms", "fwd+bwd ms", "peak MiB"):
+    for column in (
+        "input",
+        "model / stage-3 mixer",
+        "params",
+        "GMACs",
+        "GMACs incl. attn",
+        "fwd ms",
+        "fwd+bwd ms",
+        "peak MiB",
+    ):
         table.add_column(column, justify="left" if column.startswith("model") else "right", no_wrap=True)
     for r in records:
         table.add_row(
-            str(r["resolution"]), r["label"], f"{r['params']:,}", f"{r['macs'] / 1e9:.3f}",
-            f"{r['macs_with_attention'] / 1e9:.3f}", _fmt(r["forward_ms"], ".1f"),
-            _fmt(r["forward_backward_ms"], ".1f"), _fmt(r["peak_memory_mib"], ".0f"),
+            str(r["resolution"]),
+            r["label"],
+            f"{r['params']:,}",
+            f"{r['macs'] / 1e9:.3f}",
+            f"{r['macs_with_attention'] / 1e9:.3f}",
+            _fmt(r["forward_ms"], ".1f"),
+            _fmt(r["forward_backward_ms"], ".1f"),
+            _fmt(r["peak_memory_mib"], ".0f"),
         )
     _console().print(table)
 

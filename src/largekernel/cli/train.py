@@ -63,7 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     # every default is None so we can tell what the user gave (resume checks it against run.json)
     add = parser.add_argument
-    add("--task", choices=("classify", "segment"), default="classify", help="classify (default) or segment (semantic segmentation)")
+    add(
+        "--task",
+        choices=("classify", "segment"),
+        default="classify",
+        help="classify (default) or segment (semantic segmentation)",
+    )
     add(
         "--data",
         help="embedded set name (mnist, digits) or an image folder: one sub-folder per class, "

@@ -111,7 +111,6 @@ def _column_weight_grad(x: torch.Tensor, grad: torch.Tensor, weight: torch.Tenso
     )[1]
 
 
-
 def _square_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dilation: int) -> torch.Tensor:
     padding = (weight.shape[2] - 1) // 2
     if dilation == 1:
@@ -119,7 +118,6 @@ def _square_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     height, width = x.shape[-2:]
     y = F.conv2d(_space_to_batch(x, dilation), weight, bias, padding=padding, groups=x.shape[1])
     return _batch_to_space(y, dilation, height, width)
-
 
 
 def _square_weight_grad(x: torch.Tensor, grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -147,13 +145,20 @@ def _square_weight_grad(x: torch.Tensor, grad: torch.Tensor, weight: torch.Tenso
         x_view = x_rows[i : i + length].view(length, width, 1, channels).permute(0, 3, 1, 2)
         rows.append(
             _conv_backward(
-                grad_view, x_view, row_weight, None, [1, 1], [pad, 0], [1, 1], False, [0, 0], channels,
+                grad_view,
+                x_view,
+                row_weight,
+                None,
+                [1, 1],
+                [pad, 0],
+                [1, 1],
+                False,
+                [0, 0],
+                channels,
                 [False, True, False],
             )[1].reshape(channels, kernel)
         )
     return torch.stack(rows, dim=1).unsqueeze(1)
-
-
 
 
 # ----------------------------------------------------------------------------------------------
@@ -220,7 +225,16 @@ def _square_weight_grad_any(x: torch.Tensor, grad: torch.Tensor, weight: torch.T
         # small maps: K calls on a few short rows cost more than PyTorch's one slow call
         padding = dilation * (weight.shape[2] - 1) // 2
         return _conv_backward(
-            grad, x, weight, None, [1, 1], [padding, padding], [dilation, dilation], False, [0, 0], x.shape[1],
+            grad,
+            x,
+            weight,
+            None,
+            [1, 1],
+            [padding, padding],
+            [dilation, dilation],
+            False,
+            [0, 0],
+            x.shape[1],
             [False, True, False],
         )[1]
     if dilation == 1:
@@ -283,8 +297,9 @@ def gate(x: torch.Tensor, attn: torch.Tensor, weight: torch.Tensor, bias: torch.
     batch, _, height, width = attn.shape
     # without autograd the product may overwrite the projection (one allocation less), unless
     # that would change the result's dtype (autocast: bf16 projection, fp32 x)
-    grad = torch.is_grad_enabled() and (x.requires_grad or attn.requires_grad or weight.requires_grad
-                                        or (bias is not None and bias.requires_grad))
+    grad = torch.is_grad_enabled() and (
+        x.requires_grad or attn.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+    )
     if x.is_contiguous(memory_format=_CL) or not x.is_contiguous():
         projected = F.linear(attn.permute(0, 2, 3, 1), weight, bias).permute(0, 3, 1, 2)
         x_nhwc = _nhwc(x)

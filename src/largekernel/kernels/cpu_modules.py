@@ -41,8 +41,17 @@ def _nhwc_fast_case(x: torch.Tensor) -> bool:
 
 def _copy_conv(cls, conv: nn.Conv2d):
     new = cls(
-        conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups,
-        bias=conv.bias is not None, padding_mode=conv.padding_mode, device=conv.weight.device, dtype=conv.weight.dtype,
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        bias=conv.bias is not None,
+        padding_mode=conv.padding_mode,
+        device=conv.weight.device,
+        dtype=conv.weight.dtype,
     )
     new.load_state_dict(conv.state_dict())
     new.train(conv.training)

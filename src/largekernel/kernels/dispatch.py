@@ -150,8 +150,10 @@ def _eligible(name: str, x: Tensor, dtype: torch.dtype, weights: Sequence[Tensor
     if name == "cpu_nhwc":
         from . import cpu
 
-        return x.device.type == "cpu" and dtype in cpu.DTYPES and all(
-            cpu.stage_supported(w.shape[2], w.shape[3]) for w in weights
+        return (
+            x.device.type == "cpu"
+            and dtype in cpu.DTYPES
+            and all(cpu.stage_supported(w.shape[2], w.shape[3]) for w in weights)
         )
     if name == "triton":
         if not triton_available(x):
@@ -174,19 +176,29 @@ def _tracing() -> bool:
     return torch._C._functorch.peek_interpreter_stack() is not None
 
 
-def _key(kind: str, x: Tensor, dtype: torch.dtype, weights: Sequence[Tensor], dilations: Sequence[int],
-         training: bool) -> tuple:
+def _key(
+    kind: str, x: Tensor, dtype: torch.dtype, weights: Sequence[Tensor], dilations: Sequence[int], training: bool
+) -> tuple:
     # built on every call: kept cheap (no string formatting of shapes)
     if x.is_contiguous():
         layout = "nchw"
     else:
         layout = "nhwc" if x.is_contiguous(memory_format=torch.channels_last) else "strided"
-    return (kind, str(x.device), str(dtype), layout, tuple(x.shape), tuple([tuple(w.shape[2:]) for w in weights]),
-            tuple(dilations), "train" if training else "forward")
+    return (
+        kind,
+        str(x.device),
+        str(dtype),
+        layout,
+        tuple(x.shape),
+        tuple([tuple(w.shape[2:]) for w in weights]),
+        tuple(dilations),
+        "train" if training else "forward",
+    )
 
 
-def _eligible_backends(key: tuple, x: Tensor, dtype: torch.dtype, weights: Sequence[Tensor],
-                       dilations: Sequence[int]) -> list[str]:
+def _eligible_backends(
+    key: tuple, x: Tensor, dtype: torch.dtype, weights: Sequence[Tensor], dilations: Sequence[int]
+) -> list[str]:
     """The fast backends that can run ``key`` (memoised: it depends on the key alone)."""
     found = _eligible_memo.get(key[:7])
     if found is None:
@@ -289,8 +301,11 @@ def _save_persisted() -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps({"machine": _machine(),
-                                   "choices": [{"key": list(k), "backend": v} for k, v in _choices.items()]}))
+        tmp.write_text(
+            json.dumps(
+                {"machine": _machine(), "choices": [{"key": list(k), "backend": v} for k, v in _choices.items()]}
+            )
+        )
         os.replace(tmp, path)  # atomic: a reader never sees half a file
     except OSError as error:
         warnings.warn(f"largekernel: cannot write autotune cache {path}: {error}", RuntimeWarning, stacklevel=2)
@@ -300,8 +315,14 @@ def _save_persisted() -> None:
 # the computations and the choice
 
 
-def _compute(name: str, x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor], dilations: Sequence[int],
-             proj: tuple[Tensor, Tensor | None] | None) -> Tensor:
+def _compute(
+    name: str,
+    x: Tensor,
+    weights: Sequence[Tensor],
+    biases: Sequence[Tensor],
+    dilations: Sequence[int],
+    proj: tuple[Tensor, Tensor | None] | None,
+) -> Tensor:
     """The cascade (``proj`` None) or ``x * conv1x1(cascade(x))`` through backend ``name``."""
     if name == "torch":
         attn = ops.plain_cascade(x, weights, biases, dilations)
@@ -325,15 +346,17 @@ def _timed_run(name: str, training: bool, x: Tensor, weights, biases, dilations,
     leaves = [t.detach().requires_grad_(t.requires_grad) for t in (x, *weights, *biases)]
     proj_leaves: tuple[Tensor, Tensor | None] | None = None
     if proj is not None:
-        proj_leaves = (proj[0].detach().requires_grad_(proj[0].requires_grad),
-                       None if proj[1] is None else proj[1].detach().requires_grad_(proj[1].requires_grad))
+        proj_leaves = (
+            proj[0].detach().requires_grad_(proj[0].requires_grad),
+            None if proj[1] is None else proj[1].detach().requires_grad_(proj[1].requires_grad),
+        )
     n = len(weights)
     if not training:
         with torch.no_grad():
-            _compute(name, leaves[0], leaves[1:1 + n], leaves[1 + n:], dilations, proj_leaves)
+            _compute(name, leaves[0], leaves[1 : 1 + n], leaves[1 + n :], dilations, proj_leaves)
         return
     with torch.enable_grad():
-        out = _compute(name, leaves[0], leaves[1:1 + n], leaves[1 + n:], dilations, proj_leaves)
+        out = _compute(name, leaves[0], leaves[1 : 1 + n], leaves[1 + n :], dilations, proj_leaves)
         wanted = [t for t in [*leaves, *(proj_leaves or ())] if t is not None and t.requires_grad]
         torch.autograd.grad(out, wanted, torch.ones_like(out))
 
@@ -357,8 +380,11 @@ def _choose(kind: str, x: Tensor, weights, biases, dilations, proj) -> tuple[str
             return "torch", None
         return (requested if _eligible(requested, x, dtype, weights, dilations) else "torch"), None
     training = torch.is_grad_enabled() and (
-        x.requires_grad or any(p.requires_grad for p in weights) or any(p.requires_grad for p in biases)
-        or (proj is not None and (proj[0].requires_grad or (proj[1] is not None and proj[1].requires_grad))))
+        x.requires_grad
+        or any(p.requires_grad for p in weights)
+        or any(p.requires_grad for p in biases)
+        or (proj is not None and (proj[0].requires_grad or (proj[1] is not None and proj[1].requires_grad)))
+    )
     key = _key(kind, x, dtype, weights, dilations, training)
     eligible = _eligible_backends(key, x, dtype, weights, dilations)
     if requested != "auto":
@@ -373,8 +399,12 @@ def _choose(kind: str, x: Tensor, weights, biases, dilations, proj) -> tuple[str
             _load_persisted()
             choice = _choices.get(key)
     if choice is None:
-        choice = _tune(key, ["torch", *eligible],
-                       lambda name: _timed_run(name, training, x, weights, biases, dilations, proj), x.device)
+        choice = _tune(
+            key,
+            ["torch", *eligible],
+            lambda name: _timed_run(name, training, x, weights, biases, dilations, proj),
+            x.device,
+        )
         _choices[key] = choice
         _save_persisted()
     return choice, key
@@ -392,21 +422,32 @@ def _dispatch(kind: str, x: Tensor, weights, biases, dilations, proj) -> Tensor:
         return _compute("torch", x, weights, biases, dilations, proj)
 
 
-def _check_args(where: str, x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor | None],
-                dilations: Sequence[int]) -> list[Tensor]:
+def _check_args(
+    where: str, x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor | None], dilations: Sequence[int]
+) -> list[Tensor]:
     if not isinstance(x, Tensor) or x.dim() != 4:
         got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         raise ConfigurationError(f"{where}: x must be a 4-D (batch, channels, height, width) tensor, got {got}")
     if not (len(weights) == len(biases) == len(dilations)) or not weights:
-        raise ConfigurationError(f"{where}: need one weight, bias and dilation per stage, got {len(weights)} weights, "
-                         f"{len(biases)} biases, {len(dilations)} dilations")
+        raise ConfigurationError(
+            f"{where}: need one weight, bias and dilation per stage, got {len(weights)} weights, "
+            f"{len(biases)} biases, {len(dilations)} dilations"
+        )
     channels = x.shape[1]
     filled = []
     for s, (w, b, d) in enumerate(zip(weights, biases, dilations)):
-        if (not isinstance(w, Tensor) or w.dim() != 4 or w.shape[0] != channels or w.shape[1] != 1
-                or w.shape[2] % 2 == 0 or w.shape[3] % 2 == 0):
-            raise ConfigurationError(f"{where}: stage {s} weight must be a depthwise ({channels}, 1, odd, odd) tensor, "
-                             f"got {tuple(w.shape) if isinstance(w, Tensor) else type(w).__name__}")
+        if (
+            not isinstance(w, Tensor)
+            or w.dim() != 4
+            or w.shape[0] != channels
+            or w.shape[1] != 1
+            or w.shape[2] % 2 == 0
+            or w.shape[3] % 2 == 0
+        ):
+            raise ConfigurationError(
+                f"{where}: stage {s} weight must be a depthwise ({channels}, 1, odd, odd) tensor, "
+                f"got {tuple(w.shape) if isinstance(w, Tensor) else type(w).__name__}"
+            )
         if b is not None and tuple(b.shape) != (channels,):
             raise ConfigurationError(f"{where}: stage {s} bias must have shape ({channels},), got {tuple(b.shape)}")
         if isinstance(d, bool) or not isinstance(d, int) or d < 1:
@@ -415,8 +456,9 @@ def _check_args(where: str, x: Tensor, weights: Sequence[Tensor], biases: Sequen
     return filled
 
 
-def depthwise_cascade(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor | None],
-                      dilations: Sequence[int]) -> Tensor:
+def depthwise_cascade(
+    x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor | None], dilations: Sequence[int]
+) -> Tensor:
     """A chain of 'same'-padded, stride-1 depthwise convolutions through the current backend.
 
     Equal to ``F.conv2d(h, w_s, b_s, padding=d_s * (k - 1) // 2, dilation=d_s, groups=C)`` for each
@@ -427,8 +469,14 @@ def depthwise_cascade(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Ten
     return _dispatch("cascade", x, list(weights), biases, [int(d) for d in dilations], None)
 
 
-def large_kernel_attention(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor | None],
-                           dilations: Sequence[int], proj_weight: Tensor, proj_bias: Tensor | None) -> Tensor:
+def large_kernel_attention(
+    x: Tensor,
+    weights: Sequence[Tensor],
+    biases: Sequence[Tensor | None],
+    dilations: Sequence[int],
+    proj_weight: Tensor,
+    proj_bias: Tensor | None,
+) -> Tensor:
     """``x * conv1x1(depthwise_cascade(x))``: the whole LKA / LSKA layer through the current backend.
 
     ``proj_weight`` is the 1x1 convolution's ``(C, C, 1, 1)`` weight. Same result, dtype and layout
@@ -438,5 +486,7 @@ def large_kernel_attention(x: Tensor, weights: Sequence[Tensor], biases: Sequenc
     channels = x.shape[1]
     if not isinstance(proj_weight, Tensor) or tuple(proj_weight.shape) != (channels, channels, 1, 1):
         got = tuple(proj_weight.shape) if isinstance(proj_weight, Tensor) else type(proj_weight).__name__
-        raise ConfigurationError(f"large_kernel_attention: proj_weight must be ({channels}, {channels}, 1, 1), got {got}")
+        raise ConfigurationError(
+            f"large_kernel_attention: proj_weight must be ({channels}, {channels}, 1, 1), got {got}"
+        )
     return _dispatch("attention", x, list(weights), biases, [int(d) for d in dilations], (proj_weight, proj_bias))

@@ -26,8 +26,9 @@ __all__ = ["autocast_inputs", "depthwise_cascade_op", "plain_cascade"]
 OP_BACKENDS = ("cpu_nhwc", "triton")
 
 
-def plain_cascade(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor | None],
-                  dilations: Sequence[int]) -> Tensor:
+def plain_cascade(
+    x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor | None], dilations: Sequence[int]
+) -> Tensor:
     """The cascade with ``torch.nn.functional.conv2d``: what a chain of ``nn.Conv2d`` computes."""
     for w, b, d in zip(weights, biases, dilations):
         pad = (d * (w.shape[2] - 1) // 2, d * (w.shape[3] - 1) // 2)
@@ -71,8 +72,9 @@ def _check_backend(backend: str) -> None:
 
 
 @torch.library.custom_op("largekernel::depthwise_cascade", mutates_args=())
-def depthwise_cascade_op(x: Tensor, weights: list[Tensor], biases: list[Tensor], dilations: list[int],
-                         backend: str) -> list[Tensor]:
+def depthwise_cascade_op(
+    x: Tensor, weights: list[Tensor], biases: list[Tensor], dilations: list[int], backend: str
+) -> list[Tensor]:
     """``[cascade output, *tensors saved for the backward]`` through ``backend``."""
     _check_backend(backend)
     with torch.no_grad(), _NoAutocast(x.device.type):
@@ -94,9 +96,16 @@ def _(x, weights, biases, dilations, backend):
 
 
 @torch.library.custom_op("largekernel::depthwise_cascade_backward", mutates_args=())
-def depthwise_cascade_backward_op(grad: Tensor, x: Tensor, saved: list[Tensor], weights: list[Tensor],
-                                  biases: list[Tensor], dilations: list[int], backend: str,
-                                  need_params: bool) -> list[Tensor]:
+def depthwise_cascade_backward_op(
+    grad: Tensor,
+    x: Tensor,
+    saved: list[Tensor],
+    weights: list[Tensor],
+    biases: list[Tensor],
+    dilations: list[int],
+    backend: str,
+    need_params: bool,
+) -> list[Tensor]:
     """``[grad_x, *weight grads, *bias grads]`` (``[grad_x]`` alone without ``need_params``)."""
     _check_backend(backend)
     grad = grad.to(x.dtype)
@@ -139,16 +148,17 @@ def _backward(ctx, grads):
     grad = grads[0]
     n = ctx.n_stages
     x, *rest = ctx.saved_tensors
-    weights, biases, saved = rest[:n], rest[n:2 * n], rest[2 * n:]
+    weights, biases, saved = rest[:n], rest[n : 2 * n], rest[2 * n :]
     need_params = any(_flat_needs(ctx.needs_input_grad[1:3]))
     nones = [None] * n  # a list input takes a list of gradients (None: no gradient)
     if grad is None:
         return None, nones, nones, None, None
-    out = depthwise_cascade_backward_op(grad, x, list(saved), list(weights), list(biases), ctx.dilations,
-                                        ctx.backend, need_params)
+    out = depthwise_cascade_backward_op(
+        grad, x, list(saved), list(weights), list(biases), ctx.dilations, ctx.backend, need_params
+    )
     grad_x = out[0].to(x.dtype)
     if need_params:
-        return grad_x, list(out[1:1 + n]), list(out[1 + n:]), None, None
+        return grad_x, list(out[1 : 1 + n]), list(out[1 + n :]), None, None
     return grad_x, nones, nones, None, None
 
 

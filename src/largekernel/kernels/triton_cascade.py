@@ -72,9 +72,21 @@ _MIN_TILE = 16
 
 @triton.jit
 def _conv(
-    buf, pos, gr, gc, H, W, w_ptr, bias,
-    KH: tl.constexpr, KW: tl.constexpr, D: tl.constexpr, FLIP: tl.constexpr,
-    PW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr,
+    buf,
+    pos,
+    gr,
+    gc,
+    H,
+    W,
+    w_ptr,
+    bias,
+    KH: tl.constexpr,
+    KW: tl.constexpr,
+    D: tl.constexpr,
+    FLIP: tl.constexpr,
+    PW: tl.constexpr,
+    SH: tl.constexpr,
+    SW: tl.constexpr,
 ):
     """One depthwise conv (cross-correlation, or convolution with FLIP) over the block, zero outside the image.
 
@@ -99,8 +111,18 @@ def _conv(
 
 
 @triton.jit
-def _weight_grad(g_owned, buf, pos, part_ptr, KH: tl.constexpr, KW: tl.constexpr, D: tl.constexpr,
-                 PW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr):
+def _weight_grad(
+    g_owned,
+    buf,
+    pos,
+    part_ptr,
+    KH: tl.constexpr,
+    KW: tl.constexpr,
+    D: tl.constexpr,
+    PW: tl.constexpr,
+    SH: tl.constexpr,
+    SW: tl.constexpr,
+):
     """part[i*KW+j] = sum over the block of g_owned * (stage input shifted by tap (i, j))."""
     ptrs = buf + pos
     for i in tl.static_range(KH):
@@ -143,15 +165,51 @@ def _item_coords(item, C, tiles_w, n_tiles, tile_h, tile_w, halo_h, halo_w, SH: 
 
 @triton.jit
 def _cascade_fwd_kernel(
-    x_ptr, out_ptr, w_ptr, b_ptr, scratch_ptr,
-    C, H, W, n_items, tiles_w, n_tiles, tile_h, tile_w, halo_h, halo_w,
-    sxb, sxc, sxh, sxw, sob, soc, soh, sow,
-    NST: tl.constexpr, WT: tl.constexpr,
-    K0H: tl.constexpr, K0W: tl.constexpr, D0: tl.constexpr, WO0: tl.constexpr,
-    K1H: tl.constexpr, K1W: tl.constexpr, D1: tl.constexpr, WO1: tl.constexpr,
-    K2H: tl.constexpr, K2W: tl.constexpr, D2: tl.constexpr, WO2: tl.constexpr,
-    K3H: tl.constexpr, K3W: tl.constexpr, D3: tl.constexpr, WO3: tl.constexpr,
-    SH: tl.constexpr, SW: tl.constexpr, PADH: tl.constexpr, PADW: tl.constexpr,
+    x_ptr,
+    out_ptr,
+    w_ptr,
+    b_ptr,
+    scratch_ptr,
+    C,
+    H,
+    W,
+    n_items,
+    tiles_w,
+    n_tiles,
+    tile_h,
+    tile_w,
+    halo_h,
+    halo_w,
+    sxb,
+    sxc,
+    sxh,
+    sxw,
+    sob,
+    soc,
+    soh,
+    sow,
+    NST: tl.constexpr,
+    WT: tl.constexpr,
+    K0H: tl.constexpr,
+    K0W: tl.constexpr,
+    D0: tl.constexpr,
+    WO0: tl.constexpr,
+    K1H: tl.constexpr,
+    K1W: tl.constexpr,
+    D1: tl.constexpr,
+    WO1: tl.constexpr,
+    K2H: tl.constexpr,
+    K2W: tl.constexpr,
+    D2: tl.constexpr,
+    WO2: tl.constexpr,
+    K3H: tl.constexpr,
+    K3W: tl.constexpr,
+    D3: tl.constexpr,
+    WO3: tl.constexpr,
+    SH: tl.constexpr,
+    SW: tl.constexpr,
+    PADH: tl.constexpr,
+    PADW: tl.constexpr,
 ):
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
@@ -162,8 +220,7 @@ def _cascade_fwd_kernel(
     _zero_slot(buf0, 2 * SLOT, 1024)
     pos = (tl.arange(0, SH)[:, None] + PADH) * PW + (tl.arange(0, SW)[None, :] + PADW)
     for item in range(pid, n_items, nprog):
-        b, c, gr, gc, own_r0, own_c0 = _item_coords(
-            item, C, tiles_w, n_tiles, tile_h, tile_w, halo_h, halo_w, SH, SW)
+        b, c, gr, gc, own_r0, own_c0 = _item_coords(item, C, tiles_w, n_tiles, tile_h, tile_w, halo_h, halo_w, SH, SW)
         inside = (gr >= 0) & (gr < H) & (gc >= 0) & (gc < W)
         x_plane = x_ptr + b.to(tl.int64) * sxb + c.to(tl.int64) * sxc
         wc = w_ptr + c * WT
@@ -192,9 +249,26 @@ def _cascade_fwd_kernel(
 
 @triton.jit
 def _bwd_stage(
-    s: tl.constexpr, g, own, slot, gbuf, pos, gr, gc, H, W, w_stage, wpart, bpart,
-    KH: tl.constexpr, KW: tl.constexpr, D: tl.constexpr, PW: tl.constexpr, SLOT: tl.constexpr,
-    SH: tl.constexpr, SW: tl.constexpr,
+    s: tl.constexpr,
+    g,
+    own,
+    slot,
+    gbuf,
+    pos,
+    gr,
+    gc,
+    H,
+    W,
+    w_stage,
+    wpart,
+    bpart,
+    KH: tl.constexpr,
+    KW: tl.constexpr,
+    D: tl.constexpr,
+    PW: tl.constexpr,
+    SLOT: tl.constexpr,
+    SH: tl.constexpr,
+    SW: tl.constexpr,
 ):
     """Gradients of stage ``s`` given ``g`` = d loss / d output_s over the block; returns d loss / d input_s."""
     g_owned = tl.where(own, g, 0.0)
@@ -207,15 +281,58 @@ def _bwd_stage(
 
 @triton.jit
 def _cascade_bwd_kernel(
-    x_ptr, gy_ptr, gx_ptr, w_ptr, b_ptr, scratch_ptr, wpart_ptr, bpart_ptr,
-    C, H, W, n_items, tiles_w, n_tiles, tile_h, tile_w, halo_h, halo_w,
-    sxb, sxc, sxh, sxw, sgb, sgc, sgh, sgw, sdb, sdc, sdh, sdw,
-    NST: tl.constexpr, WT: tl.constexpr,
-    K0H: tl.constexpr, K0W: tl.constexpr, D0: tl.constexpr, WO0: tl.constexpr,
-    K1H: tl.constexpr, K1W: tl.constexpr, D1: tl.constexpr, WO1: tl.constexpr,
-    K2H: tl.constexpr, K2W: tl.constexpr, D2: tl.constexpr, WO2: tl.constexpr,
-    K3H: tl.constexpr, K3W: tl.constexpr, D3: tl.constexpr, WO3: tl.constexpr,
-    SH: tl.constexpr, SW: tl.constexpr, PADH: tl.constexpr, PADW: tl.constexpr,
+    x_ptr,
+    gy_ptr,
+    gx_ptr,
+    w_ptr,
+    b_ptr,
+    scratch_ptr,
+    wpart_ptr,
+    bpart_ptr,
+    C,
+    H,
+    W,
+    n_items,
+    tiles_w,
+    n_tiles,
+    tile_h,
+    tile_w,
+    halo_h,
+    halo_w,
+    sxb,
+    sxc,
+    sxh,
+    sxw,
+    sgb,
+    sgc,
+    sgh,
+    sgw,
+    sdb,
+    sdc,
+    sdh,
+    sdw,
+    NST: tl.constexpr,
+    WT: tl.constexpr,
+    K0H: tl.constexpr,
+    K0W: tl.constexpr,
+    D0: tl.constexpr,
+    WO0: tl.constexpr,
+    K1H: tl.constexpr,
+    K1W: tl.constexpr,
+    D1: tl.constexpr,
+    WO1: tl.constexpr,
+    K2H: tl.constexpr,
+    K2W: tl.constexpr,
+    D2: tl.constexpr,
+    WO2: tl.constexpr,
+    K3H: tl.constexpr,
+    K3W: tl.constexpr,
+    D3: tl.constexpr,
+    WO3: tl.constexpr,
+    SH: tl.constexpr,
+    SW: tl.constexpr,
+    PADH: tl.constexpr,
+    PADW: tl.constexpr,
 ):
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
@@ -229,8 +346,7 @@ def _cascade_bwd_kernel(
     _zero_slot(slot, (NST + 2) * SLOT, 1024)
     pos = (tl.arange(0, SH)[:, None] + PADH) * PW + (tl.arange(0, SW)[None, :] + PADW)
     for item in range(pid, n_items, nprog):
-        b, c, gr, gc, own_r0, own_c0 = _item_coords(
-            item, C, tiles_w, n_tiles, tile_h, tile_w, halo_h, halo_w, SH, SW)
+        b, c, gr, gc, own_r0, own_c0 = _item_coords(item, C, tiles_w, n_tiles, tile_h, tile_w, halo_h, halo_w, SH, SW)
         inside = (gr >= 0) & (gr < H) & (gc >= 0) & (gc < W)
         own = (gr >= own_r0) & (gr < own_r0 + tile_h) & (gc >= own_c0) & (gc < own_c0 + tile_w) & inside
         x_plane = x_ptr + b.to(tl.int64) * sxb + c.to(tl.int64) * sxc
@@ -257,16 +373,20 @@ def _cascade_bwd_kernel(
         # walk back from the last stage; g = d loss / d (output of the current stage)
         g = tl.load(gy_plane + gr * sgh + gc * sgw, mask=inside, other=0.0).to(slot.dtype.element_ty)
         if NST > 3:
-            g = _bwd_stage(3, g, own, slot, gbuf1, pos, gr, gc, H, W, wc + WO3, wpart + WO3, bpart,
-                           K3H, K3W, D3, PW, SLOT, SH, SW)
+            g = _bwd_stage(
+                3, g, own, slot, gbuf1, pos, gr, gc, H, W, wc + WO3, wpart + WO3, bpart, K3H, K3W, D3, PW, SLOT, SH, SW
+            )
         if NST > 2:
-            g = _bwd_stage(2, g, own, slot, gbuf0, pos, gr, gc, H, W, wc + WO2, wpart + WO2, bpart,
-                           K2H, K2W, D2, PW, SLOT, SH, SW)
+            g = _bwd_stage(
+                2, g, own, slot, gbuf0, pos, gr, gc, H, W, wc + WO2, wpart + WO2, bpart, K2H, K2W, D2, PW, SLOT, SH, SW
+            )
         if NST > 1:
-            g = _bwd_stage(1, g, own, slot, gbuf1, pos, gr, gc, H, W, wc + WO1, wpart + WO1, bpart,
-                           K1H, K1W, D1, PW, SLOT, SH, SW)
-        g = _bwd_stage(0, g, own, slot, gbuf0, pos, gr, gc, H, W, wc + WO0, wpart + WO0, bpart,
-                       K0H, K0W, D0, PW, SLOT, SH, SW)
+            g = _bwd_stage(
+                1, g, own, slot, gbuf1, pos, gr, gc, H, W, wc + WO1, wpart + WO1, bpart, K1H, K1W, D1, PW, SLOT, SH, SW
+            )
+        g = _bwd_stage(
+            0, g, own, slot, gbuf0, pos, gr, gc, H, W, wc + WO0, wpart + WO0, bpart, K0H, K0W, D0, PW, SLOT, SH, SW
+        )
         gx_plane = gx_ptr + b.to(tl.int64) * sdb + c.to(tl.int64) * sdc
         tl.store(gx_plane + gr * sdh + gc * sdw, g.to(gx_ptr.dtype.element_ty), mask=own)
         tl.debug_barrier()  # the next item overwrites the scratch slot
@@ -302,9 +422,19 @@ def _plan(H: int, W: int, stages: Sequence[tuple[int, int, int]]) -> dict | None
     # the block side minus one (the kernels skip taps reaching further: those read only zeros)
     pad_h = min(max(d * (kh - 1) // 2 for kh, _, d in stages), SH - 1)
     pad_w = min(max(d * (kw - 1) // 2 for _, kw, d in stages), SW - 1)
-    return {"SH": SH, "SW": SW, "tile_h": tile_h, "tile_w": tile_w, "tiles_w": tiles_w,
-            "n_tiles": tiles_h * tiles_w, "halo_h": halo_h, "halo_w": halo_w, "PADH": pad_h, "PADW": pad_w,
-            "slot": (SH + 2 * pad_h) * (SW + 2 * pad_w)}
+    return {
+        "SH": SH,
+        "SW": SW,
+        "tile_h": tile_h,
+        "tile_w": tile_w,
+        "tiles_w": tiles_w,
+        "n_tiles": tiles_h * tiles_w,
+        "halo_h": halo_h,
+        "halo_w": halo_w,
+        "PADH": pad_h,
+        "PADW": pad_w,
+        "slot": (SH + 2 * pad_h) * (SW + 2 * pad_w),
+    }
 
 
 def supports(x: torch.Tensor, stages: Sequence[tuple[int, int, int]]) -> bool:
@@ -348,8 +478,9 @@ def _acc_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def _prepare(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
-             dilations: Sequence[int]):
+def _prepare(
+    x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor], dilations: Sequence[int]
+):
     """(stages, plan, constexprs, accumulation dtype, all weights (C, taps), all biases (C, stages))."""
     stages = tuple((w.shape[2], w.shape[3], d) for w, d in zip(weights, dilations))
     C, H, W = x.shape[1:]
@@ -359,8 +490,9 @@ def _prepare(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[
     return stages, _plan(H, W, stages), _stage_constexprs(stages), acc, w_all, b_all
 
 
-def fused_forward(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
-                  dilations: Sequence[int]) -> torch.Tensor:
+def fused_forward(
+    x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor], dilations: Sequence[int]
+) -> torch.Tensor:
     """The cascade's output through the forward kernel (no autograd; arguments as :func:`depthwise_cascade`)."""
     _stages, plan, meta, acc, w_all, b_all = _prepare(x, weights, biases, dilations)
     B, C, H, W = x.shape
@@ -370,17 +502,40 @@ def fused_forward(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequ
     grid = _grid_size(n_items, x.device, warps_per_sm=32, num_warps=num_warps)
     scratch = torch.empty(grid * 2 * plan["slot"], device=x.device, dtype=acc)
     _cascade_fwd_kernel[(grid,)](
-        x, out, w_all, b_all, scratch,
-        C, H, W, n_items, plan["tiles_w"], plan["n_tiles"], plan["tile_h"], plan["tile_w"],
-        plan["halo_h"], plan["halo_w"], *x.stride(), *out.stride(),
-        SH=plan["SH"], SW=plan["SW"], PADH=plan["PADH"], PADW=plan["PADW"], num_warps=num_warps, **meta,
+        x,
+        out,
+        w_all,
+        b_all,
+        scratch,
+        C,
+        H,
+        W,
+        n_items,
+        plan["tiles_w"],
+        plan["n_tiles"],
+        plan["tile_h"],
+        plan["tile_w"],
+        plan["halo_h"],
+        plan["halo_w"],
+        *x.stride(),
+        *out.stride(),
+        SH=plan["SH"],
+        SW=plan["SW"],
+        PADH=plan["PADH"],
+        PADW=plan["PADW"],
+        num_warps=num_warps,
+        **meta,
     )
     return out
 
 
-def fused_backward(grad_out: torch.Tensor, x: torch.Tensor, weights: Sequence[torch.Tensor],
-                   biases: Sequence[torch.Tensor], dilations: Sequence[int]
-                   ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+def fused_backward(
+    grad_out: torch.Tensor,
+    x: torch.Tensor,
+    weights: Sequence[torch.Tensor],
+    biases: Sequence[torch.Tensor],
+    dilations: Sequence[int],
+) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
     """(grad_x, weight grads, bias grads) through the backward kernel, which recomputes the intermediates."""
     stages, plan, meta, acc, w_all, b_all = _prepare(x, weights, biases, dilations)
     B, C, H, W = x.shape
@@ -394,10 +549,33 @@ def fused_backward(grad_out: torch.Tensor, x: torch.Tensor, weights: Sequence[to
     bpart = torch.empty(n_items, nst, device=x.device, dtype=acc)
     grad_x = torch.empty_like(x)
     _cascade_bwd_kernel[(grid,)](
-        x, grad_out, grad_x, w_all, b_all, scratch, wpart, bpart,
-        C, H, W, n_items, plan["tiles_w"], plan["n_tiles"], plan["tile_h"], plan["tile_w"],
-        plan["halo_h"], plan["halo_w"], *x.stride(), *grad_out.stride(), *grad_x.stride(),
-        SH=plan["SH"], SW=plan["SW"], PADH=plan["PADH"], PADW=plan["PADW"], num_warps=num_warps, **meta,
+        x,
+        grad_out,
+        grad_x,
+        w_all,
+        b_all,
+        scratch,
+        wpart,
+        bpart,
+        C,
+        H,
+        W,
+        n_items,
+        plan["tiles_w"],
+        plan["n_tiles"],
+        plan["tile_h"],
+        plan["tile_w"],
+        plan["halo_h"],
+        plan["halo_w"],
+        *x.stride(),
+        *grad_out.stride(),
+        *grad_x.stride(),
+        SH=plan["SH"],
+        SW=plan["SW"],
+        PADH=plan["PADH"],
+        PADW=plan["PADW"],
+        num_warps=num_warps,
+        **meta,
     )
     # second stage of the reduction: items are ordered (batch, channel, tile)
     grad_w_all = wpart.view(B, C, plan["n_tiles"], -1).sum((0, 2))
@@ -406,7 +584,7 @@ def fused_backward(grad_out: torch.Tensor, x: torch.Tensor, weights: Sequence[to
     offset = 0
     for s, (kh, kw, _) in enumerate(stages):
         # separate tensors (clone), not views of one: the op's outputs may not alias each other
-        grad_ws.append(grad_w_all[:, offset:offset + kh * kw].reshape(weights[s].shape).to(weights[s].dtype).clone())
+        grad_ws.append(grad_w_all[:, offset : offset + kh * kw].reshape(weights[s].shape).to(weights[s].dtype).clone())
         grad_bs.append(grad_b_all[:, s].reshape(biases[s].shape).to(biases[s].dtype).clone())
         offset += kh * kw
     return grad_x, grad_ws, grad_bs
@@ -430,21 +608,28 @@ class _DepthwiseCascade(torch.autograd.Function):
         return (grad_x, None, *grads)
 
 
-def _check_cascade_args(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
-                        dilations: Sequence[int]) -> None:
+def _check_cascade_args(
+    x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor], dilations: Sequence[int]
+) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
-        raise ValueError(f"depthwise_cascade: x must be a 4-D (B, C, H, W) tensor, got "
-                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+        raise ValueError(
+            f"depthwise_cascade: x must be a 4-D (B, C, H, W) tensor, got "
+            f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}"
+        )
     if x.dtype not in _SUPPORTED_DTYPES:
         raise TypeError(f"depthwise_cascade: x dtype must be one of {_SUPPORTED_DTYPES}, got {x.dtype}")
     if not (len(weights) == len(biases) == len(dilations)) or not 1 <= len(weights) <= MAX_STAGES:
-        raise ValueError(f"depthwise_cascade: need 1..{MAX_STAGES} stages with one weight, bias and dilation each, "
-                         f"got {len(weights)} weights, {len(biases)} biases, {len(dilations)} dilations")
+        raise ValueError(
+            f"depthwise_cascade: need 1..{MAX_STAGES} stages with one weight, bias and dilation each, "
+            f"got {len(weights)} weights, {len(biases)} biases, {len(dilations)} dilations"
+        )
     C = x.shape[1]
     for s, (w, b, d) in enumerate(zip(weights, biases, dilations)):
         if w.dim() != 4 or w.shape[0] != C or w.shape[1] != 1 or w.shape[2] % 2 == 0 or w.shape[3] % 2 == 0:
-            raise ValueError(f"depthwise_cascade: stage {s} weight must be a depthwise (C={C}, 1, odd, odd) tensor, "
-                             f"got {tuple(w.shape)}")
+            raise ValueError(
+                f"depthwise_cascade: stage {s} weight must be a depthwise (C={C}, 1, odd, odd) tensor, "
+                f"got {tuple(w.shape)}"
+            )
         if b.shape != (C,):
             raise ValueError(f"depthwise_cascade: stage {s} bias must have shape ({C},), got {tuple(b.shape)}")
         if w.device != x.device or b.device != x.device:
@@ -453,12 +638,15 @@ def _check_cascade_args(x: torch.Tensor, weights: Sequence[torch.Tensor], biases
             raise ValueError(f"depthwise_cascade: stage {s} dilation must be an int >= 1, got {d!r}")
     stages = [(w.shape[2], w.shape[3], d) for w, d in zip(weights, dilations)]
     if _plan(x.shape[2], x.shape[3], stages) is None:
-        raise ValueError(f"depthwise_cascade: the receptive field is too large to tile an input of "
-                         f"{x.shape[2]}x{x.shape[3]}; use the plain PyTorch path")
+        raise ValueError(
+            f"depthwise_cascade: the receptive field is too large to tile an input of "
+            f"{x.shape[2]}x{x.shape[3]}; use the plain PyTorch path"
+        )
 
 
-def depthwise_cascade(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
-                      dilations: Sequence[int]) -> torch.Tensor:
+def depthwise_cascade(
+    x: torch.Tensor, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor], dilations: Sequence[int]
+) -> torch.Tensor:
     """Fused chain of same-padded depthwise convolutions (differentiable in x, weights and biases).
 
     Equal to applying ``F.conv2d(h, w_s, b_s, padding=d_s*(k-1)//2, dilation=d_s, groups=C)`` for
@@ -472,14 +660,24 @@ def depthwise_cascade(x: torch.Tensor, weights: Sequence[torch.Tensor], biases: 
     return _DepthwiseCascade.apply(x, tuple(int(d) for d in dilations), *params)
 
 
-def lska_cascade(x: torch.Tensor, w0h: torch.Tensor, b0h: torch.Tensor, w0v: torch.Tensor, b0v: torch.Tensor,
-                 wsh: torch.Tensor, bsh: torch.Tensor, wsv: torch.Tensor, bsv: torch.Tensor,
-                 dilation: int) -> torch.Tensor:
+def lska_cascade(
+    x: torch.Tensor,
+    w0h: torch.Tensor,
+    b0h: torch.Tensor,
+    w0v: torch.Tensor,
+    b0v: torch.Tensor,
+    wsh: torch.Tensor,
+    bsh: torch.Tensor,
+    wsv: torch.Tensor,
+    bsv: torch.Tensor,
+    dilation: int,
+) -> torch.Tensor:
     """LSKA's depthwise cascade ``1xa -> ax1 -> 1xm (dilation) -> mx1 (dilation)``, before ``conv1``."""
     return depthwise_cascade(x, [w0h, w0v, wsh, wsv], [b0h, b0v, bsh, bsv], [1, 1, dilation, dilation])
 
 
-def lka_cascade(x: torch.Tensor, w0: torch.Tensor, b0: torch.Tensor, wsp: torch.Tensor, bsp: torch.Tensor,
-                dilation: int) -> torch.Tensor:
+def lka_cascade(
+    x: torch.Tensor, w0: torch.Tensor, b0: torch.Tensor, wsp: torch.Tensor, bsp: torch.Tensor, dilation: int
+) -> torch.Tensor:
     """LKA's depthwise cascade ``axa -> mxm (dilation)``, before ``conv1``."""
     return depthwise_cascade(x, [w0, wsp], [b0, bsp], [1, dilation])

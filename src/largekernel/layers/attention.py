@@ -38,7 +38,9 @@ def create_attention(name: str, dim: int, kernel_size: int, dilation: int | None
     if cls in (LKA, LSKA):
         return cls(dim, kernel_size=kernel_size, dilation=dilation)
     if dilation is not None:
-        raise ConfigurationError(f"attention {name!r} has no dilation (it is one undilated kernel); got dilation={dilation}")
+        raise ConfigurationError(
+            f"attention {name!r} has no dilation (it is one undilated kernel); got dilation={dilation}"
+        )
     return cls(dim, kernel_size=kernel_size)
 
 

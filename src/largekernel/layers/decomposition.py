@@ -67,8 +67,7 @@ def check_kernel_size(kernel_size: int, module: str) -> None:
         raise TypeError(f"{module}: kernel_size must be an int, got {type(kernel_size).__name__} {kernel_size!r}")
     if kernel_size < 3 or kernel_size % 2 == 0:
         raise ConfigurationError(
-            f"{module}: kernel_size must be an odd integer >= 3 (so the kernel has a centre pixel), "
-            f"got {kernel_size}"
+            f"{module}: kernel_size must be an odd integer >= 3 (so the kernel has a centre pixel), got {kernel_size}"
         )
 
 

@@ -42,9 +42,7 @@ class LKA(nn.Module):
         self.decomposition = lka_decomposition(kernel_size, dilation)
         a, m, d = self.decomposition.dense_size, self.decomposition.dilated_size, self.decomposition.dilation
         self.conv0 = nn.Conv2d(dim, dim, a, padding=self.decomposition.dense_padding, groups=dim)
-        self.conv_spatial = nn.Conv2d(
-            dim, dim, m, padding=self.decomposition.dilated_padding, dilation=d, groups=dim
-        )
+        self.conv_spatial = nn.Conv2d(dim, dim, m, padding=self.decomposition.dilated_padding, dilation=d, groups=dim)
         self.conv1 = nn.Conv2d(dim, dim, 1)
 
     @property
@@ -63,8 +61,12 @@ class LKA(nn.Module):
     def _forward_kernels(self, x: torch.Tensor) -> torch.Tensor:
         convs = (self.conv0, self.conv_spatial)
         return kernels.large_kernel_attention(
-            x, [c.weight for c in convs], [c.bias for c in convs], [1, self.decomposition.dilation],
-            self.conv1.weight, self.conv1.bias,
+            x,
+            [c.weight for c in convs],
+            [c.bias for c in convs],
+            [1, self.decomposition.dilation],
+            self.conv1.weight,
+            self.conv1.bias,
         )
 
     def extra_repr(self) -> str:

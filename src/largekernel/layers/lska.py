@@ -59,7 +59,9 @@ class LSKA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_nchw(x, self.dim, "LSKA")
         if not torch.jit.is_scripting():  # TorchScript compiles only the plain line below
-            if fast_path_allowed(self, [self.conv0h, self.conv0v, self.conv_spatial_h, self.conv_spatial_v, self.conv1]):
+            if fast_path_allowed(
+                self, [self.conv0h, self.conv0v, self.conv_spatial_h, self.conv_spatial_v, self.conv1]
+            ):
                 return self._forward_kernels(x)
         return x * self.conv1(self.conv_spatial_v(self.conv_spatial_h(self.conv0v(self.conv0h(x)))))
 

@@ -41,7 +41,7 @@ def timm_available() -> bool:
         return False
     if _TIMM_IMPORTS is None:
         try:
-            import timm.models  # noqa: F401
+            import timm.models  # noqa: F401 - imported to learn whether it imports
         except Exception:  # noqa: BLE001 - timm missing, or its own imports (torchvision) failing
             _TIMM_IMPORTS = False
         else:

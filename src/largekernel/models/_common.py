@@ -119,7 +119,7 @@ def _remap_on_load(module: nn.Module, state_dict: dict[str, Any], prefix: str, *
     local = {k[len(prefix) :]: state_dict[k] for k in keys}
     if not local or all(k.startswith(("stages.", "head.")) for k in local):
         return
-    mapped = module.checkpoint_filter(local)  # type: ignore[operator]
+    mapped = module.checkpoint_filter(local)  # type: ignore[operator]  # untyped nn.Module attribute
     for key in keys:
         del state_dict[key]
     state_dict.update({prefix + k: v for k, v in mapped.items()})

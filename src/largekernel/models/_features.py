@@ -129,7 +129,7 @@ class FeatureGetterNet(nn.ModuleDict):
         super().__init__()
         if prune and hasattr(model, "prune_intermediate_layers"):
             out_indices = model.prune_intermediate_layers(out_indices, prune_norm=not norm)  # type: ignore[operator]  # untyped nn.Module attribute
-        self.feature_info = FeatureInfo(deepcopy(list(model.feature_info)), out_indices)  # type: ignore[arg-type]
+        self.feature_info = FeatureInfo(deepcopy(list(model.feature_info)), out_indices)  # type: ignore[arg-type]  # untyped nn.Module attribute
         self.model = model
         self.out_indices = out_indices
         self.out_map = out_map

@@ -32,7 +32,7 @@ def register_model(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module
 
 def _ensure_families_imported() -> None:
     # importing a family module runs its @register_model decorators
-    from . import smt, van  # noqa: F401
+    from . import smt, van  # noqa: F401 - imported for their @register_model side effect
 
 
 def list_models(pattern: str | None = None) -> list[str]:

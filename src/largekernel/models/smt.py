@@ -383,7 +383,7 @@ register_pretrained_cfgs(default_cfgs)
 
 
 def _create_smt(variant: str, pretrained: bool = False, **kwargs: Any) -> SMT:
-    return build_model(  # type: ignore[return-value]
+    return build_model(  # type: ignore[return-value]  # an SMT, or its features_only wrapper
         SMT,
         variant,
         pretrained,

@@ -93,7 +93,7 @@ class Block(nn.Module):
     ) -> None:
         super().__init__()
         self.norm1 = nn.BatchNorm2d(dim)
-        self.attn = SpatialGatingAttention(dim, attention, kernel_size, dilation)  # type: ignore[arg-type]
+        self.attn = SpatialGatingAttention(dim, attention, kernel_size, dilation)  # type: ignore[arg-type]  # attention is checked by create_attention
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = nn.BatchNorm2d(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
@@ -503,7 +503,7 @@ register_pretrained_cfgs(default_cfgs)
 
 
 def _create_van(variant: str, pretrained: bool = False, **kwargs: Any) -> VAN:
-    return build_model(  # type: ignore[return-value]
+    return build_model(  # type: ignore[return-value]  # a VAN, or its features_only wrapper
         VAN,
         variant,
         pretrained,

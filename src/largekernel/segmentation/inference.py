@@ -20,7 +20,9 @@ def slide_inference(
     logits at the crop's resolution. Returns ``(B, num_classes, H, W)``.
     """
     if crop_size < 1 or stride < 1 or stride > crop_size:
-        raise ConfigurationError(f"slide_inference: need crop_size >= stride >= 1, got crop_size={crop_size}, stride={stride}")
+        raise ConfigurationError(
+            f"slide_inference: need crop_size >= stride >= 1, got crop_size={crop_size}, stride={stride}"
+        )
     batch, _, height, width = images.shape
     rows = max(height - crop_size + stride - 1, 0) // stride + 1
     cols = max(width - crop_size + stride - 1, 0) // stride + 1

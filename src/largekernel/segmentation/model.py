@@ -230,7 +230,9 @@ def create_segmenter(
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ConfigurationError(f"create_segmenter: num_classes must be an int >= 1, got {num_classes!r}")
     if sum(x is not None and x is not False for x in (pretrained or None, checkpoint_path, backbone_checkpoint)) > 1:
-        raise ConfigurationError("create_segmenter: give at most one of pretrained=True, checkpoint_path, backbone_checkpoint")
+        raise ConfigurationError(
+            "create_segmenter: give at most one of pretrained=True, checkpoint_path, backbone_checkpoint"
+        )
     overrides = {**(backbone_args or {}), "features_only": True, "out_indices": (0, 1, 2, 3)}
     for key in ("num_classes", "features_only", "out_indices"):
         if key in (backbone_args or {}):

@@ -100,7 +100,9 @@ class TensorImageDataset(SizedDataset):
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
-            raise ConfigurationError(f"images must be a uint8 (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
+            raise ConfigurationError(
+                f"images must be a uint8 (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}"
+            )
         if labels.shape != (images.shape[0],):
             raise ConfigurationError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
         self.images = images

@@ -95,7 +95,9 @@ def evaluate(
             f"{dataset.num_classes} ({', '.join(dataset.class_names[:10])}{'...' if dataset.num_classes > 10 else ''})"
         )
     splits: dict[str, SizedDataset | ConcatDataset] = {
-        "val": dataset.val, "train": dataset.train, "all": ConcatDataset([dataset.train, dataset.val])
+        "val": dataset.val,
+        "train": dataset.train,
+        "all": ConcatDataset([dataset.train, dataset.val]),
     }
     images = splits[split]
     transform = create_eval_transform(

@@ -117,7 +117,9 @@ class ImageClassifier(L.LightningModule):
                 from timm.utils import ModelEmaV3
 
                 # warmup: the average starts short and lengthens, so short runs profit as well
-                self.model_ema = ModelEmaV3(model, decay=resolved(config.model_ema_decay, "model_ema_decay"), use_warmup=True)
+                self.model_ema = ModelEmaV3(
+                    model, decay=resolved(config.model_ema_decay, "model_ema_decay"), use_warmup=True
+                )
                 # updated by copying, never by gradients (and DDP must not wait for its gradients)
                 self.model_ema.requires_grad_(False)
         self.val_metrics = _metrics(num_classes)
@@ -154,7 +156,11 @@ class ImageClassifier(L.LightningModule):
             images, targets = self.mixup(images, labels)
             loss = SoftTargetCrossEntropy()(self.model(images).float(), targets)
         else:
-            loss = F.cross_entropy(self.model(images).float(), labels, label_smoothing=resolved(self.recipe.label_smoothing, "label_smoothing"))
+            loss = F.cross_entropy(
+                self.model(images).float(),
+                labels,
+                label_smoothing=resolved(self.recipe.label_smoothing, "label_smoothing"),
+            )
         if not torch.isfinite(loss):
             raise ConfigurationError(
                 f"training loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "

@@ -85,7 +85,9 @@ def digit_scenes(
         raise ConfigurationError(f"digit_scenes: need count >= 0 and size >= 16, got count={count}, size={size}")
     low, high = digits_per_scene
     if not 1 <= low <= high:
-        raise ConfigurationError(f"digit_scenes: digits_per_scene must be (low, high) with 1 <= low <= high, got {digits_per_scene}")
+        raise ConfigurationError(
+            f"digit_scenes: digits_per_scene must be (low, high) with 1 <= low <= high, got {digits_per_scene}"
+        )
     images, labels, _ = _mnist()
     rng = np.random.default_rng(seed)
     for _ in range(count):

@@ -63,7 +63,11 @@ BACKENDS = ("auto", "torch", "triton", "cpu_nhwc")
 ENV_VAR = "LARGEKERNEL_BACKEND"
 CACHE_ENV_VAR = "LARGEKERNEL_AUTOTUNE_CACHE"
 _OLD_ENV_VARS = ("LARGEKERNEL_FUSED", "LARGEKERNEL_FAST_CPU")
-TUNE_ITERATIONS = 3
+# Timed runs per candidate at first sight, after TUNE_WARMUP untimed ones; the minimum is kept. Three
+# were too few on a shared CPU: a slow spell during the plain path's runs once made auto pick a backend
+# 1.8x slower than plain for LSKA k=23 (benchmarks/cpu_speed.py, docs/speed.md run 5).
+TUNE_WARMUP = 2
+TUNE_ITERATIONS = 10
 
 
 def _check_name(name: object, where: str) -> str:
@@ -214,7 +218,8 @@ def _eligible_backends(
 def _measure(name: str, run: Callable[[], object], device: torch.device) -> float:
     """Seconds one ``run()`` takes with backend ``name``: the minimum of a few after a warm-up (the run least
     disturbed by other processes on a shared machine). Tests replace this with fake timings."""
-    run()  # warm-up: oneDNN primitives, Triton compilation, allocator
+    for _ in range(TUNE_WARMUP):  # oneDNN primitives, Triton compilation, the allocator's first pages
+        run()
     if device.type == "cuda":
         times = []
         for _ in range(TUNE_ITERATIONS):

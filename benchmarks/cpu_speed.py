@@ -258,6 +258,9 @@ def inference_table(repeats: int, names: list[str], threads: int, size: int = 22
             path = export_onnx(optimized_copy(model), Path(tempfile.mkdtemp()) / f"{name}.onnx", img_size=size)
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = threads
+            # onnxruntime's threads spin after each run by default, stealing the cores from the torch
+            # paths timed next in the interleaved loop (plain eager read 2x slower than in the model table)
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             feed = {session.get_inputs()[0].name: x.numpy()}
             variants["onnx"] = lambda session=session, feed=feed: session.run(None, feed)

@@ -7,10 +7,10 @@ tool is first touched.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 # imports neither torch nor timm (installed below, once this module's names exist)
+from ._lazy import lazy_getattr
 from .integrations import _timm_hook
 
 __version__ = "0.1.0"
@@ -83,15 +83,7 @@ if TYPE_CHECKING:
 _timm_hook.install()
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    elif name in _SUBPACKAGES:
-        value = importlib.import_module(f"{__name__}.{name}")
-    else:
-        raise AttributeError(f"module 'largekernel' has no attribute {name!r}")
-    globals()[name] = value  # later look-ups skip this function
-    return value
+__getattr__ = lazy_getattr(globals(), _EXPORTS, _SUBPACKAGES)
 
 
 def __dir__() -> list[str]:

@@ -6,19 +6,20 @@ does not pull in torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_getattr
 
 _EXPORTS: dict[str, str] = {
-    "count_macs": "complexity",
-    "count_parameters": "complexity",
-    "ERFResult": "erf",
-    "area_ratios": "erf",
-    "effective_receptive_field": "erf",
-    "ModelProfile": "profile",
-    "profile_model": "profile",
-    "profile_models": "profile",
-    "profile_scaling": "profile",
+    "count_macs": ".complexity",
+    "count_parameters": ".complexity",
+    "ERFResult": ".erf",
+    "area_ratios": ".erf",
+    "effective_receptive_field": ".erf",
+    "ModelProfile": ".profile",
+    "profile_model": ".profile",
+    "profile_models": ".profile",
+    "profile_scaling": ".profile",
 }
 
 __all__ = [
@@ -39,9 +40,4 @@ if TYPE_CHECKING:
     from .profile import ModelProfile, profile_model, profile_models, profile_scaling
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(globals(), _EXPORTS)

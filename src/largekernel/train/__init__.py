@@ -6,13 +6,14 @@ torch, and Lightning is imported only when training starts.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_getattr
 
 _EXPORTS: dict[str, str] = {
-    **{name: "data" for name in ("EMBEDDED_DATASETS", "DataSplit", "load_data", "read_image")},
-    **{name: "config" for name in ("TrainConfig", "RECIPES", "resolve_config")},
-    **{name: "trainer" for name in ("train", "load_trained")},
+    **{name: ".data" for name in ("EMBEDDED_DATASETS", "DataSplit", "load_data", "read_image")},
+    **{name: ".config" for name in ("TrainConfig", "RECIPES", "resolve_config")},
+    **{name: ".trainer" for name in ("train", "load_trained")},
 }
 
 __all__ = [
@@ -33,9 +34,4 @@ if TYPE_CHECKING:
     from .trainer import load_trained, train
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(globals(), _EXPORTS)
